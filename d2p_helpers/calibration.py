@@ -86,52 +86,77 @@ def run_block(block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = 
     return out
 
 
-class LinearStats:
-    """Running statistics of one linear's input X (per sample: [T, d_in]) and output Y."""
+class InputAcc:
+    """Statistics of a linear's input; linears fed the same tensor (q/k/v, gate/up) share one."""
 
-    def __init__(self, d_in: int, d_out: int, device, gram: bool, d2: bool):
+    def __init__(self, d_in: int, device, gram: bool, d2: bool):
         self.n = 0                     # samples seen
         self.tokens = 0
         self.gram = torch.zeros(d_in, d_in, device=device) if gram else None   # sum_k X_k X_k^T
         self.sq = torch.zeros(d_in, device=device)          # sum_k ||x_j^(k)||^2
         self.d2 = d2
         if d2:
-            z_in, z_out = (lambda: torch.zeros(d_in, device=device)), (lambda: torch.zeros(d_out, device=device))
-            self.x_k = z_in()      # sum_k k * ||x_j^(k)||            (frozen path, authors)
-            self.x_sqrt2k = z_in() # sum_k sqrt(2k) * ||x_j^(k)||     (update path, authors: SparseGPT's sqrt(2/k) input)
-            self.y_k = z_out()     # sum_k k * ||y_i^(k)||
-            self.x_sum = z_in()    # sum_k ||x_j^(k)||                (normalised variant)
-            self.y_sum = z_out()   # sum_k ||y_i^(k)||
+            self.x_k = torch.zeros(d_in, device=device)       # sum_k k ||x_j^(k)||        (frozen path, authors)
+            self.x_sqrt2k = torch.zeros(d_in, device=device)  # sum_k sqrt(2k) ||x_j^(k)|| (update path: SparseGPT's sqrt(2/k) input)
+            self.x_sum = torch.zeros(d_in, device=device)     # sum_k ||x_j^(k)||          (normalised variant)
 
-    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        x = x.detach().float()
-        x = x[None] if x.dim() == 2 else x.reshape(-1, x.shape[-2], x.shape[-1])   # [samples, tokens, d_in]
-        y = y.detach().float().reshape(x.shape[0], x.shape[1], -1)
+    def add(self, x: torch.Tensor) -> None:
         for b in range(x.shape[0]):
             self.n += 1
-            k = self.n
-            xb = x[b]
+            k, xb = self.n, x[b]
             self.tokens += xb.shape[0]
             if self.gram is not None:
                 self.gram.addmm_(xb.t(), xb)
             xn2 = xb.pow(2).sum(0)
             self.sq += xn2
             if self.d2:
-                xn, yn = xn2.sqrt(), y[b].norm(dim=0)
+                xn = xn2.sqrt()
                 self.x_k += k * xn
                 self.x_sqrt2k += math.sqrt(2 * k) * xn
-                self.y_k += k * yn
                 self.x_sum += xn
+
+
+class LinearStats:
+    """Running statistics of one linear: its (possibly shared) input part and its output norms."""
+
+    def __init__(self, d_in: int, d_out: int, device, gram: bool, d2: bool, inp: InputAcc | None = None):
+        self.inp = inp or InputAcc(d_in, device, gram, d2)
+        self.d2 = d2
+        self.owns_input = inp is None
+        self.m = 0
+        if d2:
+            self.y_k = torch.zeros(d_out, device=device)      # sum_k k ||y_i^(k)||
+            self.y_sum = torch.zeros(d_out, device=device)    # sum_k ||y_i^(k)||
+
+    @property
+    def n(self):
+        return self.inp.n
+
+    @property
+    def gram(self):
+        return self.inp.gram
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x = x.detach().float()
+        x = x[None] if x.dim() == 2 else x.reshape(-1, x.shape[-2], x.shape[-1])   # [samples, tokens, d_in]
+        if self.owns_input:
+            self.inp.add(x)
+        if self.d2:
+            y = y.detach().float().reshape(x.shape[0], x.shape[1], -1)
+            for b in range(x.shape[0]):
+                self.m += 1
+                yn = y[b].norm(dim=0)
+                self.y_k += self.m * yn
                 self.y_sum += yn
 
     # ---- finished statistics (paper-spec §2.3 symbols)
     def hessian(self) -> torch.Tensor:
         """H = (2/N) sum_k X_k X_k^T, SparseGPT's normalisation."""
-        return self.gram * (2.0 / self.n)
+        return self.inp.gram * (2.0 / self.n)
 
     def nu(self) -> torch.Tensor:
         """nu_j = (1/N) sum_k ||x_j^(k)||^2, Wanda's statistic."""
-        return self.sq / self.n
+        return self.inp.sq / self.n
 
     def d2_stats(self, s: float, path: str, norm: str = "authors") -> tuple[torch.Tensor, torch.Tensor]:
         """(y_hat, x_hat) for the D² term.
@@ -140,23 +165,38 @@ class LinearStats:
         mean:    per-sample means of the norms, times a constant that equals the authors'
                  strength at N = 128; the term then keeps its size relative to the OBS/Wanda
                  term whatever N and L are (a mean of norms grows like sqrt(L), like sqrt(H_jj))."""
-        n = self.n
+        n, inp = self.n, self.inp
         if norm == "authors":
-            x = (self.x_sqrt2k if path == "update" else self.x_k) / (n * s)
+            x = (inp.x_sqrt2k if path == "update" else inp.x_k) / (n * s)
             return self.y_k / (n * s), x
         if norm == "mean":
             ref = 128
             y_scale = (ref + 1) / 2 / s
             x_scale = (sum(math.sqrt(2 * k) for k in range(1, ref + 1)) / ref if path == "update" else (ref + 1) / 2) / s
-            return self.y_sum / n * y_scale, self.x_sum / n * x_scale
+            return self.y_sum / n * y_scale, inp.x_sum / n * x_scale
         raise ValueError(f"d2_norm must be 'authors' or 'mean', got '{norm}'")
 
 
 def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], device) -> tuple[dict, list]:
-    """A LinearStats per linear and the hook handles that feed them."""
-    stats, handles = {}, []
+    """A LinearStats per linear and the hook handles that feed them.
+
+    Linears that receive the very same input tensor share their input statistics: the
+    first call records which input each linear sees, later calls skip the duplicates."""
+    stats, handles, first_inputs = {}, [], []   # (input tensor, owner) seen on the first call
+
+    def hook(name, lin, inp, out):
+        x = inp[0]
+        if name not in stats:
+            # holding the tensors keeps their memory from being reused by a later, different input
+            owner = next((o for t, o in first_inputs if t is x), None)
+            shared = stats[owner].inp if owner is not None and (name in gram) == (owner in gram) \
+                and (name in d2) == (owner in d2) else None
+            stats[name] = LinearStats(lin.in_features, lin.out_features, device, gram=name in gram, d2=name in d2,
+                                      inp=shared)
+            if shared is None:
+                first_inputs.append((x, name))
+        stats[name].add(x, out)
+
     for name, lin in linears.items():
-        st = LinearStats(lin.in_features, lin.out_features, device, gram=name in gram, d2=name in d2)
-        stats[name] = st
-        handles.append(lin.register_forward_hook(lambda _m, inp, out, st=st: st.add(inp[0], out)))
+        handles.append(lin.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o)))
     return stats, handles
