@@ -7,6 +7,7 @@ import time
 
 from .assets import AssetError
 from .data import DataError
+from .zeroshot import TaskError
 from .models import ModelError
 from .prune.engine import PruneError
 
@@ -34,6 +35,13 @@ def _add_eval_args(p):
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zeroshot", type=_csv, default=[], help="zero-shot tasks, comma separated, or 'paper' for the seven")
+    p.add_argument("--limit", type=int, default=None, help="examples per zero-shot task (quick runs)")
+    p.add_argument("--zeroshot-engine", default="lm-eval", choices=["lm-eval", "fast"],
+                   help="lm-eval: lm-evaluation-harness offline; fast: our batched scorer of the same prompts")
+    p.add_argument("--attention", action="store_true", help="attention KL / RMSE against --reference")
+    p.add_argument("--reference", help="dense reference model for --attention (prune: the model before pruning)")
+    p.add_argument("--attention-windows", type=int, default=4, help="windows of the first --eval text for --attention")
     p.add_argument("--out", help="JSON record to write")
     p.add_argument("--no-progress", action="store_true")
 
@@ -51,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_common(args):
+    from .zeroshot import PAPER_TASKS, TASKS
+    if args.zeroshot == ["paper"]:
+        args.zeroshot = list(PAPER_TASKS)
+    bad = [t for t in args.zeroshot if t not in TASKS]
+    if bad:
+        raise UsageError(f"unknown zero-shot task(s) {', '.join(bad)}: expected {', '.join(TASKS)} or 'paper'")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.attention and not args.eval:
+        raise UsageError("--attention needs an --eval text for its windows")
+    if args.attention and args.command == "eval" and not args.reference:
+        raise UsageError("--attention with `d2p eval` needs --reference DENSE_MODEL")
     if args.seqlen < 2:
         raise UsageError(f"--seqlen must be >= 2, got {args.seqlen}")
     if args.eval_windows is not None and args.eval_windows < 1:
@@ -70,11 +90,16 @@ def run(args) -> dict:
         options = options_from_args(args)   # validates before any work
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
     record = {"model": args.model, "model_summary": model_summary(model)}
+    reference = None
+    if args.attention:
+        if args.reference:
+            reference, _ = load_model(args.reference, dtype=args.dtype, device=args.device)
+        else:
+            import copy
+            reference = copy.deepcopy(model)
     if args.command == "prune":
         from .prune import prune
         report = prune(model, tokenizer=tok, **options, progress=not args.no_progress)
-        if args.dtype != "float32" or args.device != "cpu":
-            pass
         record.update(report.to_record())
         if args.save:
             from .prune.engine import save_pruned
@@ -86,6 +111,20 @@ def run(args) -> dict:
     record["protocol"] = {"seqlen": args.seqlen, "eval_windows": args.eval_windows, "seed": args.seed,
                           "dtype": args.dtype, "device": args.device, "eval": sources,
                           "ppl_definition": "exp(mean next-token NLL over non-overlapping windows of the joined test text)"}
+    if args.zeroshot:
+        from . import zeroshot as zs
+        if args.zeroshot_engine == "lm-eval":
+            results = zs.run_lm_eval(model, tok, args.zeroshot, args.limit)
+        else:
+            results = zs.score_tasks(model, tok, args.zeroshot, args.limit, progress=not args.no_progress)
+        record.update(zs.zeroshot_record(results, args.zeroshot_engine))
+        record["protocol"]["zeroshot_limit"] = args.limit
+    if reference is not None:
+        from .attention import compare_attention
+        from .data import eval_windows
+        win = eval_windows(tok, args.eval[0], args.seqlen, args.attention_windows)
+        record["attention"] = compare_attention(model, reference, win.ids, progress=not args.no_progress)
+        record["attention"]["reference"] = args.reference or f"{args.model} before pruning"
     record["versions"] = versions()
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     record["seconds"] = round(time.perf_counter() - t0, 2)
@@ -97,7 +136,7 @@ def main(argv=None) -> int:
     try:
         _check_common(args)
         record = run(args)
-    except (UsageError, ModelError, DataError, AssetError, PruneError) as exc:
+    except (UsageError, ModelError, DataError, AssetError, PruneError, TaskError) as exc:
         print(f"d2p: error: {exc}", file=sys.stderr)
         return 2
     from .record import write_json
@@ -106,6 +145,8 @@ def main(argv=None) -> int:
     summary = ", ".join(f"{k} {v:.3f}" for k, v in record.get("ppl", {}).items())
     print(f"[d2p] {args.command} {args.model}: ppl {summary or '-'}"
           + (f"; sparsity {record['achieved_sparsity']:.4f} in {record['prune_seconds']:.1f}s" if "achieved_sparsity" in record else "")
+          + (f"; zero-shot mean {record['zeroshot_mean']:.4f} ({record['zeroshot_mean_definition']})" if "zeroshot_mean" in record else "")
+          + (f"; attention KL {record['attention']['mean_kl']:.4g}" if "attention" in record else "")
           + (f"; record {args.out}" if args.out else ""))
     return 0
 
