@@ -43,3 +43,6 @@ lab: setup
 
 clean-cache:
 	rm -rf data/cache
+
+bench: setup
+	$(PY) bench/bench.py

@@ -23,7 +23,8 @@ def add_prune_args(p) -> None:
     p.add_argument("--blocksize", type=int, default=128)
     p.add_argument("--percdamp", type=float, default=0.01)
     p.add_argument("--calib-batch-size", type=int, default=1)
-    p.add_argument("--no-track-error", action="store_true", help="skip per-linear reconstruction error")
+    p.add_argument("--track-error", default="auto", choices=["auto", "yes", "no"],
+                   help="per-linear reconstruction error; auto: where the Gram matrix is built anyway (OBS solvers)")
     p.add_argument("--save", help="write the pruned model as a HF folder")
 
 
@@ -34,7 +35,7 @@ def options_from_args(args) -> dict:
                 nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, r1=args.r1, r2=args.r2,
                 s=float(args.seqlen) if args.auto_s else args.s, frozen=args.frozen, d2_norm=args.d2_norm,
                 rho=args.rho, outlier_def=args.outlier_def, blocksize=args.blocksize, percdamp=args.percdamp,
-                batch_size=args.calib_batch_size, track_error=not args.no_track_error,
+                batch_size=args.calib_batch_size, track_error={'auto': None, 'yes': True, 'no': False}[args.track_error],
                 device=args.device)
     PruneConfig(**opts).validate()
     if args.blocksize < 1:

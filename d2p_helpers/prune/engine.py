@@ -48,7 +48,7 @@ class PruneConfig:
     blocksize: int = 128
     percdamp: float = 0.01
     batch_size: int = 1
-    track_error: bool = True
+    track_error: bool | None = None   # None: only where the Gram matrix is built anyway (OBS solvers)
     device: str | None = None
 
     @property
@@ -195,14 +195,17 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
     for mod in moved:
         mod.to(home)
     outputs = torch.empty_like(inputs.hidden)
-    needs_gram_all = cfg.track_error
+    obs_method = cfg.method in ("sparsegpt", "d2-sparsegpt", "d2prune")
+    needs_gram_all = cfg.track_error if cfg.track_error is not None else obs_method
+    if cfg.method == "magnitude" and not needs_gram_all:
+        return _prune_without_data(model, cfg, adapter, blocks, report, t_start)
     for index in tqdm(range(len(blocks)), desc=f"prune {cfg.method}", disable=not progress):
         block = blocks[index].to(device)
         linears = adapter.linears(block)
         qkv = adapter.qkv_names(block)
         frozen = fixed if fixed is not None else set()
         d2_all = cfg.method in ("d2-sparsegpt", "d2-wanda", "d2prune")
-        gram_names = set(linears) if needs_gram_all or cfg.method in ("sparsegpt", "d2-sparsegpt", "d2prune") else set()
+        gram_names = set(linears) if needs_gram_all or obs_method else set()
         stats, handles = attach_stats(linears, gram_names, set(linears) if d2_all else set(), device)
         t0 = time.perf_counter()
         run_block(block, inputs, outputs, device)
@@ -234,6 +237,22 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
         report.forward_seconds += time.perf_counter() - tf
         inputs.hidden, outputs = outputs, inputs.hidden
         blocks[index] = block.to(home)
+    report.prune_seconds = time.perf_counter() - t_start
+    return report
+
+
+def _prune_without_data(model, cfg, adapter, blocks, report, t_start):
+    """Magnitude pruning needs no calibration pass (unless reconstruction error is asked for)."""
+    report.calibration = {"note": "magnitude pruning uses no calibration data"}
+    for index, block in enumerate(blocks):
+        for name, lin in adapter.linears(block).items():
+            old = lin.weight.detach().float()
+            new, _ = solve_linear("magnitude", old, None, cfg)
+            lin.weight.data.copy_(new.to(lin.weight.dtype))
+            report.per_layer.append({"block": index, "name": name, "solver": "magnitude", "shape": list(old.shape),
+                                     "rel_error": None, "zeros": int((new == 0).sum()), "numel": new.numel(),
+                                     "sparsity": sparsity_of(new), "seconds": 0.0,
+                                     **({"nm_valid": is_valid_n_of_m(new, *cfg.nm)} if cfg.nm else {})})
     report.prune_seconds = time.perf_counter() - t_start
     return report
 

@@ -47,35 +47,33 @@ def prune_obs(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | Non
     W[:, dead] = 0
     U, damp_used = inverse_cholesky(H, percdamp)
     rows, cols = W.shape
+    n, m = nm or (0, 0)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d = torch.diag(U1)
-        mask1 = None
         if nm is None:
             score = W1.pow(2) / d.pow(2)[None, :]
             if extra_score is not None:
                 score = score + extra_score(W1, i1, i2)
-            mask1 = lowest_overall(score, sparsity)
+            pruned = lowest_overall(score, sparsity)
         else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
-        n, m = nm or (0, 0)
+            pruned = torch.zeros_like(W1, dtype=torch.bool)
+        pruned_f = pruned.to(W1.dtype)
         for i in range(i2 - i1):
-            w = W1[:, i]
             if nm is not None and i % m == 0:
-                cols_ = W1[:, i:i + m]
-                score = cols_.pow(2) / d[i:i + m].pow(2)[None, :]
+                group = W1[:, i:i + m]
+                score = group.pow(2) / d[i:i + m].pow(2)[None, :]
                 if extra_score is not None:
-                    score = score + extra_score(cols_, i1 + i, i1 + i + m)
-                mask1[:, i:i + m] = lowest_n_of_m(score, n, m)
-            q = w.masked_fill(mask1[:, i], 0)
-            Q1[:, i] = q
-            err = (w - q) / U1[i, i]
-            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
+                    score = score + extra_score(group, i1 + i, i1 + i + m)
+                pruned[:, i:i + m] = lowest_n_of_m(score, n, m)
+                pruned_f[:, i:i + m] = pruned[:, i:i + m].to(W1.dtype)
+            # OBS step for column i: remove the pruned entries, spread their error over later columns.
+            err = W1[:, i] * pruned_f[:, i] / U1[i, i]
+            W1[:, i:].addr_(err, U1[i, i:], alpha=-1)
             Err1[:, i] = err
-        W[:, i1:i2] = Q1
+        W[:, i1:i2] = W1.masked_fill(pruned, 0)   # exact zeros (w - (w/d)*d may leave rounding)
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     return W, {"damping": damp_used}

@@ -1,0 +1,203 @@
+"""The side-by-side benchmark: every method x sparsity on the embedded model, with seeds, time, memory.
+
+Each run is one `d2p prune` process (so peak memory is that run's own), cached under
+results/bench_runs/ by a hash of its full protocol: an interrupted benchmark continues
+where it stopped. `python bench/bench.py --report` rebuilds the table from the cache only.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from d2p_helpers.paper import OPT125M_PPL  # noqa: E402
+from d2p_helpers.record import write_json, write_text  # noqa: E402
+
+PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 32, "seqlen": 512,
+            "eval": ["wiki", "news:val"], "eval_windows": 32, "dtype": "float32", "device": "cpu"}
+METHODS = ["magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune"]
+SETTINGS = ["0.5", "0.6", "0.7", "0.8", "2:4", "4:8"]
+SEEDED = {"0.5": [0, 1, 2], "0.7": [0, 1, 2]}
+RUNS = ROOT / "results" / "bench_runs"
+
+
+def run_key(method: str, setting: str, seed: int) -> tuple[str, dict]:
+    spec = {**PROTOCOL, "method": method, "setting": setting, "seed": seed, "options": "defaults"}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12], spec
+
+
+def plan() -> list[tuple[str, str, int]]:
+    runs = [("dense", "0", 0)]
+    for setting in SETTINGS:
+        for method in METHODS:
+            seeds = [0] if method == "magnitude" else SEEDED.get(setting, [0])   # magnitude uses no data
+            runs += [(method, setting, s) for s in seeds]
+    return runs
+
+
+def command(method: str, setting: str, seed: int, out: Path) -> list[str]:
+    p = PROTOCOL
+    base = [sys.executable, "-m", "d2p_helpers.cli", "eval" if method == "dense" else "prune", "--model", p["model"],
+            "--eval", ",".join(p["eval"]), "--seqlen", str(p["seqlen"]), "--eval-windows", str(p["eval_windows"]),
+            "--seed", str(seed), "--out", str(out), "--no-progress"]
+    if method == "dense":
+        return base
+    shape = ["--pattern", setting] if ":" in setting else ["--sparsity", setting]
+    return base + ["--method", method, *shape, "--calib", p["calib"], "--nsamples", str(p["nsamples"])]
+
+
+def run_all(limit_minutes: float | None) -> None:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    todo = plan()
+    t0 = time.time()
+    for i, (method, setting, seed) in enumerate(todo, 1):
+        key, spec = run_key(method, setting, seed)
+        out = RUNS / f"{key}.json"
+        if out.exists():
+            continue
+        if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
+            print(f"[bench] time limit reached; {sum(not (RUNS / f'{run_key(*r)[0]}.json').exists() for r in todo)} runs left")
+            return
+        print(f"[bench] {i}/{len(todo)} {method} {setting} seed {seed}", flush=True)
+        tmp = RUNS / f".{key}.partial.json"
+        res = subprocess.run(command(method, setting, seed, tmp), capture_output=True, text=True, cwd=ROOT)
+        if res.returncode != 0:
+            print(res.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"[bench] run failed: {method} {setting} seed {seed}")
+        rec = json.loads(tmp.read_text())
+        rec["bench"] = spec
+        write_json(out, rec)
+        tmp.unlink()
+    print(f"[bench] all {len(todo)} runs present ({(time.time() - t0) / 60:.1f} min this call)")
+
+
+def load_records() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+
+
+def aggregate(records: list[dict]) -> dict:
+    """{(method, setting): {ppl mean/std per text, n seeds, prune seconds, peak MB}}."""
+    groups: dict = {}
+    for r in records:
+        b = r["bench"]
+        groups.setdefault((b["method"], b["setting"]), []).append(r)
+    table = {}
+    for (method, setting), rs in groups.items():
+        row = {"seeds": sorted(r["bench"]["seed"] for r in rs)}
+        for text in PROTOCOL["eval"]:
+            vals = [r["ppl"][text] for r in rs]
+            row[text] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+        row["prune_seconds"] = statistics.mean(r.get("prune_seconds", 0.0) for r in rs)
+        row["floor_ratio"] = statistics.mean(r.get("floor_ratio", 0.0) for r in rs)
+        row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
+        table[f"{method}@{setting}"] = row
+    return table
+
+
+def fmt(cell: dict) -> str:
+    return f"{cell['mean']:.2f} ± {cell['std']:.2f}" if cell["std"] else f"{cell['mean']:.2f}"
+
+
+def markdown(table: dict, records: list[dict]) -> str:
+    dense = table.get("dense@0")
+    versions = records[0]["versions"] if records else {}
+    lines = ["# Benchmark: every method on the embedded model",
+             "",
+             f"Protocol: model `{PROTOCOL['model']}` (SmolLM2-135M-Instruct, Q4_1 weights dequantised to fp32), "
+             f"calibration `{PROTOCOL['calib']}` {PROTOCOL['nsamples']} × {PROTOCOL['seqlen']} tokens, "
+             f"perplexity on `wiki` test and `news:val` ({PROTOCOL['eval_windows']} windows × {PROTOCOL['seqlen']} tokens "
+             f"each), CPU fp32, 2 threads. Seeds 0, 1, 2 at 50% and 70% (mean ± std over calibration seeds), "
+             f"seed 0 elsewhere; magnitude uses no data. D²Prune: r1 = 1, r2 = 0, s = 1500, frozen v (Llama default). "
+             f"torch {versions.get('torch')}, transformers {versions.get('transformers')}. "
+             f"Generated by `bench/bench.py` from `results/bench_runs/`.",
+             ""]
+    if dense:
+        lines.append(f"Dense: wiki {dense['wiki']['mean']:.2f}, news:val {dense['news:val']['mean']:.2f}.")
+        lines.append("")
+    lines += ["## Perplexity, `wiki` test (lower is better)", "",
+              "| method | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
+    for m in METHODS:
+        lines.append(f"| {m} | " + " | ".join(fmt(table[f'{m}@{s}']['wiki']) if f"{m}@{s}" in table else "–"
+                                            for s in SETTINGS) + " |")
+    lines += ["", "## Perplexity, `news:val` (in-domain check)", "",
+              "| method | " + " | ".join(SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
+    for m in METHODS:
+        lines.append(f"| {m} | " + " | ".join(fmt(table[f'{m}@{s}']['news:val']) if f"{m}@{s}" in table else "–"
+                                            for s in SETTINGS) + " |")
+    lines += ["", "## D²Prune relative to SparseGPT and Wanda (wiki, mean ppl; negative = better), ours vs the paper's OPT-125M", "",
+              "| setting | ours vs SparseGPT | ours vs Wanda | paper OPT-125M vs SparseGPT | paper vs Wanda |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        def rel(a, b):
+            return f"{100 * (a / b - 1):+.1f}%"
+        ours = table.get(f"d2prune@{s}")
+        cells = []
+        for base in ("sparsegpt", "wanda"):
+            b = table.get(f"{base}@{s}")
+            cells.append(rel(ours["wiki"]["mean"], b["wiki"]["mean"]) if ours and b else "–")
+        key = {"0.5": "50", "0.6": "60", "0.7": "70", "0.8": "80", "2:4": "2:4"}.get(s)
+        paper = OPT125M_PPL.get(key) if key else None
+        pcells = [rel(paper["D2Prune"], paper[b]) if paper else "–" for b in ("SparseGPT", "Wanda")]
+        lines.append(f"| {s} | " + " | ".join(cells + pcells) + " |")
+    lines += ["", "## Cost", "", "| method | mean prune seconds (50%) | prune ÷ two forward passes | peak RSS MB |",
+              "|---|---|---|---|"]
+    for m in METHODS:
+        r = table.get(f"{m}@0.5")
+        if r:
+            lines.append(f"| {m} | {r['prune_seconds']:.1f} | {r['floor_ratio']:.2f} | {r['peak_rss_mb']:.0f} |")
+    d2, sg = table.get("d2prune@0.5"), table.get("sparsegpt@0.5")
+    if d2 and sg:
+        lines += ["", f"D²Prune / SparseGPT prune time at 50%: {d2['prune_seconds'] / sg['prune_seconds']:.2f}× "
+                      f"(same benchmark run; paper Table 15: 0.96× on an A40)."]
+    lines += ["", "Paper numbers (OPT-125M, C4 128 × 2048 calibration, WikiText-2 test) are a different model and text; "
+                  "they are shown only for the relative gains."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(table: dict) -> Path:
+    import matplotlib.pyplot as plt
+    from d2p_helpers import plots
+    plots.style()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = SETTINGS
+    for m in METHODS:
+        ys = [table[f"{m}@{s}"]["wiki"]["mean"] if f"{m}@{s}" in table else float("nan") for s in xs]
+        es = [table[f"{m}@{s}"]["wiki"]["std"] if f"{m}@{s}" in table else 0 for s in xs]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=plots.METHOD_COLORS[m])
+    if "dense@0" in table:
+        ax.axhline(table["dense@0"]["wiki"]["mean"], color="#444444", ls="--", lw=1, label="dense")
+    ax.set_yscale("log"), ax.set_xlabel("sparsity / pattern"), ax.set_ylabel("wiki test perplexity (log)")
+    ax.set_title("Pruning SmolLM2-135M: perplexity by method")
+    ax.legend(fontsize=8, ncol=2)
+    return plots.save(fig, ROOT / "figures" / "bench_ppl.png",
+                      caption=f"calib news {PROTOCOL['nsamples']}x{PROTOCOL['seqlen']}, eval wiki test "
+                              f"{PROTOCOL['eval_windows']}x{PROTOCOL['seqlen']}; error bars: std over 3 calibration seeds")
+
+
+def report() -> None:
+    records = load_records()
+    if not records:
+        raise SystemExit("[bench] no runs cached yet; run `make bench`")
+    table = aggregate(records)
+    write_json(ROOT / "results" / "bench.json", {"protocol": PROTOCOL, "table": table, "records": records})
+    write_text(ROOT / "results" / "bench.md", markdown(table, records))
+    figure(table)
+    print(f"[bench] wrote results/bench.json, results/bench.md, figures/bench_ppl.png ({len(records)} runs)")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--report", action="store_true", help="only rebuild the table from cached runs")
+    ap.add_argument("--limit-minutes", type=float, default=None, help="stop starting new runs after this long")
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not a.report:
+        run_all(a.limit_minutes)
+    report()

@@ -1,0 +1,41 @@
+"""Small helpers the notebooks share: model choice with a visible fallback, and the closing record."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .record import versions, write_json
+
+_T0 = time.perf_counter()
+
+
+def resolve_model(model: str, preferred: str = "facebook/opt-125m", fallback: str = "smollm2-135m") -> tuple[str, str]:
+    """`auto` -> the paper's model where it loads, else the embedded one; returns (name, why). Never silent."""
+    if model != "auto":
+        return model, "chosen by parameter"
+    from .models import ModelError, load_model
+    try:
+        load_model(preferred)
+        return preferred, f"auto: {preferred} loaded"
+    except ModelError as exc:
+        why = f"auto: {preferred} could not be loaded here ({exc}); using the embedded {fallback} instead"
+        print(f"[d2p] {why}")
+        return fallback, why
+
+
+def finish(out_dir: str | Path, notebook: str, parameters: dict, metrics: dict, figures: list | None = None) -> Path:
+    """Write `out_dir/<notebook>.json`: parameters, versions, metrics, figure paths, wall time."""
+    record = {"notebook": notebook, "parameters": parameters, "metrics": metrics,
+              "figures": [str(f) for f in (figures or [])], "versions": versions(),
+              "seconds": round(time.perf_counter() - _T0, 1)}
+    path = write_json(Path(out_dir) / f"{notebook}.json", record)
+    print(f"[d2p] wrote {path}")
+    return path
+
+
+def caption(**protocol) -> str:
+    """Protocol line printed under a figure: model, data, N x L, seed, versions."""
+    v = versions()
+    items = [f"{k}={v_}" for k, v_ in protocol.items()]
+    items.append(f"torch {v.get('torch')}, transformers {v.get('transformers')}")
+    return "; ".join(items)
