@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test test-fast notebooks bench lab clean-cache
+.PHONY: setup demo test test-fast notebooks sync-notebooks bench lab clean-cache
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -29,8 +29,16 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 	$(PY) -m d2p_helpers.assets prepare
 
+# The pruning demo: notebooks 00 (data, dense ppl), 03 (prune step by step) and 06 (method comparison).
 demo: setup
-	$(VENV)/bin/d2p eval --model smollm2-135m --eval wiki --seqlen 1024 --eval-windows 8 --out runs/demo_dense.json
+	$(PY) -m d2p_helpers.notebooks_run 00_setup_and_data 03_prune_opt125m_step_by_step 06_method_comparison --out runs/demo
+
+notebooks: setup
+	$(PY) -m d2p_helpers.notebooks_run --out runs/notebooks
+
+# Notebooks are authored as percent scripts (notebooks/*.py) and paired with .ipynb by jupytext.
+sync-notebooks:
+	cd notebooks && for f in [0-9][0-9]_*.py; do ../$(VENV)/bin/jupytext --quiet --set-kernel d2prune --to ipynb "$$f"; done
 
 test: setup
 	$(PY) -m pytest -q

@@ -11,7 +11,7 @@
 model: str = "smollm2-135m"     # embedded model, tiny-* for a random test model, or a hub id / folder
 eval_data: str = "wiki"         # evaluation text (test split)
 seqlen: int = 1024              # tokens per perplexity window
-eval_windows: int = 8           # number of windows (None = the whole test split)
+eval_windows: int = 8           # number of windows (None: the whole test split)
 seed: int = 0                   # seed for anything random
 device: str = "cpu"             # cpu or cuda
 out_dir: str = "../runs/notebooks"  # where the JSON record and figures go

@@ -1,0 +1,70 @@
+"""Every notebook runs headless through papermill with small parameters and writes its JSON record."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from d2p_helpers.notebooks_run import NOTEBOOKS, execute
+
+TINY = {"model": "tiny-llama", "nsamples": 4, "seqlen": 64, "eval_windows": 2}
+# Small parameters per notebook; assertions below read the JSON each notebook writes.
+TEST_PARAMETERS = {
+    "00_setup_and_data": {"model": "tiny-llama", "seqlen": 128, "eval_windows": 1},
+    "01_dual_taylor_derivation": {"model": "smollm2-135m", "nsamples": 2, "seqlen": 64},
+    "02_delta_x_lambda_check": {"model": "smollm2-135m", "nsamples": 2, "seqlen": 64},
+    "03_prune_opt125m_step_by_step": {**TINY, "model": "tiny-opt"},
+    "04_attention_kl": {**TINY, "attention_windows": 1},
+    "05_qkv_update_search": {**TINY, "sparsities": [0.5], "use_results": False},
+    "06_method_comparison": {**TINY, "use_results": False, "settings": ["0.5", "2:4"]},
+    "07_zero_shot": {**TINY, "limit": 4, "tasks": ["piqa", "hellaswag"]},
+}
+
+
+def all_notebooks():
+    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_every_notebook_has_test_parameters_and_a_paired_script():
+    for name in all_notebooks():
+        assert name in TEST_PARAMETERS, f"add small test parameters for {name}"
+        assert (NOTEBOOKS / f"{name}.py").exists(), f"{name}.ipynb has no jupytext .py pair"
+
+
+@pytest.mark.parametrize("name", all_notebooks())
+def test_notebook_committed_without_outputs_and_one_parameters_cell(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+    assert tagged == [0], "exactly one parameters cell, the first code cell"
+    assert nb.cells[0].cell_type == "markdown" and "What you will learn" in nb.cells[0].source
+    # the .ipynb matches its .py source (edit the .py, then `make sync-notebooks`)
+    import jupytext
+    paired = jupytext.read(NOTEBOOKS / f"{name}.py")
+    assert [c.source for c in paired.cells] == [c.source for c in nb.cells], "run `make sync-notebooks`"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", all_notebooks())
+def test_notebook_runs_headless(name, tmp_path):
+    rec = execute(name, tmp_path, TEST_PARAMETERS[name], timeout=900)
+    assert rec["notebook"] == name and rec["versions"]["torch"]
+    assert all(Path(f).exists() for f in rec["figures"]), rec["figures"]
+    m = rec["metrics"]
+    if name == "00_setup_and_data":
+        assert m["dense_ppl"] > 1 and m["corpus"]["wiki:test"]["articles"] == 20
+    if name == "03_prune_opt125m_step_by_step":
+        assert m["achieved_sparsity"] == pytest.approx(0.5, abs=0.01) and m["frozen_per_layer"] == ["k", "k"]
+    if name == "01_dual_taylor_derivation":
+        assert m["second_order_rel_error_small"] < 1e-2
+    if name == "02_delta_x_lambda_check":
+        assert set(m["fits"]) >= {"news-wiki", "news-news (control)"}
+    if name == "04_attention_kl":
+        assert set(m["configs"]) >= {"all updated", "none updated", "freeze q", "freeze k", "freeze v"}
+    if name == "05_qkv_update_search":
+        assert len(m["rows"]) >= 8
+    if name == "06_method_comparison":
+        assert m["source"] == "live run"
+    if name == "07_zero_shot":
+        assert "zeroshot_mean" in m["dense"]
