@@ -111,3 +111,10 @@ def test_embedded_model_perplexity_matches_transformers_loss(smollm2):
     ref = math.exp(sum(losses) / len(losses))
     assert abs(ours - ref) / ref < 1e-4
     assert 10 < ours < 40, ours
+
+
+def test_readme_tables_are_generated_from_results():
+    from d2p_helpers.readme import render
+    text = (ROOT / "README.md").read_text()
+    assert render(text) == text, "README tables are stale: run `python -m d2p_helpers.readme`"
+    assert "make test" in text
