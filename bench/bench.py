@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from d2p_helpers.paper import OPT125M_PPL  # noqa: E402
 from d2p_helpers.record import write_json, write_text  # noqa: E402
 
-PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 32, "seqlen": 512,
+PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 512,
             "eval": ["wiki", "news:val"], "eval_windows": 16, "dtype": "float32", "device": "cpu"}
 METHODS = ["magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune"]
 SETTINGS = ["0.5", "0.6", "0.7", "0.8", "2:4", "4:8"]
@@ -96,7 +96,8 @@ def aggregate(records: list[dict]) -> dict:
             vals = [r["ppl"][text] for r in rs]
             row[text] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
         row["prune_seconds"] = statistics.mean(r.get("prune_seconds", 0.0) for r in rs)
-        row["floor_ratio"] = statistics.mean(r.get("floor_ratio", 0.0) for r in rs)
+        ratios = [r["floor_ratio"] for r in rs if r.get("floor_ratio") is not None]
+        row["floor_ratio"] = statistics.mean(ratios) if ratios else None
         row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
         table[f"{method}@{setting}"] = row
     return table
@@ -151,7 +152,8 @@ def markdown(table: dict, records: list[dict]) -> str:
     for m in METHODS:
         r = table.get(f"{m}@0.5")
         if r:
-            lines.append(f"| {m} | {r['prune_seconds']:.1f} | {r['floor_ratio']:.2f} | {r['peak_rss_mb']:.0f} |")
+            ratio = f"{r['floor_ratio']:.2f}" if r["floor_ratio"] is not None else "– (no data pass)"
+            lines.append(f"| {m} | {r['prune_seconds']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} |")
     d2, sg = table.get("d2prune@0.5"), table.get("sparsegpt@0.5")
     if d2 and sg:
         lines += ["", f"D²Prune / SparseGPT prune time at 50%: {d2['prune_seconds'] / sg['prune_seconds']:.2f}× "

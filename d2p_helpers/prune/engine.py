@@ -97,16 +97,16 @@ class PruneReport:
         return zeros / max(1, sum(r["numel"] for r in self.per_layer))
 
     @property
-    def floor_ratio(self) -> float:
-        """Prune time / two forward passes of every block over the calibration windows."""
-        return self.prune_seconds / max(1e-9, 2 * self.forward_seconds)
+    def floor_ratio(self) -> float | None:
+        """Prune time / two forward passes of every block over the calibration windows (None: no pass ran)."""
+        return self.prune_seconds / (2 * self.forward_seconds) if self.forward_seconds > 0 else None
 
     def to_record(self) -> dict:
         cfg = dict(self.config)
         return {"method": cfg.pop("method"), "sparsity": cfg.pop("sparsity"), "pattern": cfg.pop("pattern"),
                 "options": cfg, "calibration": self.calibration,
                 "achieved_sparsity": self.achieved_sparsity, "prune_seconds": round(self.prune_seconds, 2),
-                "forward_seconds": round(self.forward_seconds, 2), "floor_ratio": round(self.floor_ratio, 3),
+                "forward_seconds": round(self.forward_seconds, 2), "floor_ratio": round(self.floor_ratio, 3) if self.floor_ratio is not None else None,
                 "selector_seconds": round(self.selector_seconds, 2), "frozen_per_layer": self.frozen_per_layer,
                 "per_layer": self.per_layer, "notes": self.notes}
 
