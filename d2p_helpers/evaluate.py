@@ -30,12 +30,12 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 1, device: str | 
 
 
 def perplexities(model, tokenizer, specs: list[str], seqlen: int, max_windows: int | None,
-                 batch_size: int = 1, progress: bool = True) -> tuple[dict, dict]:
+                 batch_size: int = 1, progress: bool = True, device: str | None = None) -> tuple[dict, dict]:
     """{text: ppl} and {text: window description} for each evaluation text."""
     ppl, sources = {}, {}
     for spec in specs:
         win = eval_windows(tokenizer, spec, seqlen, max_windows)
         t0 = time.perf_counter()
-        ppl[spec] = perplexity(model, win.ids, batch_size, progress=progress, desc=f"ppl {spec}")
+        ppl[spec] = perplexity(model, win.ids, batch_size, device=device, progress=progress, desc=f"ppl {spec}")
         sources[spec] = {**win.describe(), "seconds": round(time.perf_counter() - t0, 2)}
     return ppl, sources

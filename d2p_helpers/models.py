@@ -11,6 +11,8 @@ from torch import nn
 from .assets import AssetError, smollm2_dir
 
 EMBEDDED_MODELS = ("smollm2-135m",)
+EMBEDDED_VISION = ("vit-s14-focus",)
+TINY_VISION = ("tiny-vit", "tiny-deit", "tiny-dinov2")
 DECODER_TYPES = ("opt", "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma2", "gemma")
 ENCODER_TYPES = ("vit", "deit", "dinov2")
 # Suffixes that name the attention projections, transformers 5.x first, 4.x after.
@@ -44,7 +46,23 @@ TINY_MODELS = ("tiny-opt", "tiny-llama", "tiny-llama3-gqa", "tiny-mistral", "tin
 
 
 def offline_choices() -> str:
-    return ", ".join(EMBEDDED_MODELS + TINY_MODELS) + ", a local HF folder or a .gguf file"
+    return ", ".join(EMBEDDED_MODELS + EMBEDDED_VISION + TINY_MODELS + TINY_VISION) + ", a local HF folder or a .gguf file"
+
+
+def _tiny_vision(name: str):
+    from transformers import (DeiTConfig, DeiTForImageClassification, Dinov2Config, Dinov2Model, ViTConfig,
+                              ViTForImageClassification)
+    common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224,
+                  patch_size=16)
+    if name == "tiny-vit":
+        return ViTForImageClassification(ViTConfig(num_labels=10, **common))
+    if name == "tiny-deit":
+        return DeiTForImageClassification(DeiTConfig(num_labels=10, **common))
+    return Dinov2Model(Dinov2Config(**{**common, "patch_size": 14}))
+
+
+def is_vision(model) -> bool:
+    return getattr(model.config, "model_type", "") in ENCODER_TYPES
 
 
 def load_tokenizer(name: str = "smollm2-135m"):
@@ -60,7 +78,14 @@ def load_model(name: str, dtype: torch.dtype | str = torch.float32, device: str 
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     try:
-        if name in EMBEDDED_MODELS:
+        if name in EMBEDDED_VISION:
+            from transformers import Dinov2Model
+            from .assets import vit_s14_focus_dir
+            tok, model = None, Dinov2Model.from_pretrained(vit_s14_focus_dir(), dtype=dtype)
+        elif name in TINY_VISION:
+            torch.manual_seed(seed)
+            tok, model = None, _tiny_vision(name).to(dtype)
+        elif name in EMBEDDED_MODELS:
             path = smollm2_dir()
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -75,13 +100,11 @@ def load_model(name: str, dtype: torch.dtype | str = torch.float32, device: str 
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
         elif Path(name).is_dir():
-            tok = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            tok, model = _from_folder_or_hub(name, dtype, local_only=True)
         else:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             try:
-                tok = AutoTokenizer.from_pretrained(name, local_files_only=offline)
-                model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=offline)
+                tok, model = _from_folder_or_hub(name, dtype, local_only=offline)
             except (OSError, ValueError) as exc:
                 why = "the hub is offline here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline \
                     else f"{type(exc).__name__}"
@@ -89,10 +112,23 @@ def load_model(name: str, dtype: torch.dtype | str = torch.float32, device: str 
     except AssetError as exc:
         raise ModelError(str(exc)) from None
     model.eval().to(device)
-    model.config.use_cache = False
+    if not is_vision(model):
+        model.config.use_cache = False
     model.d2p_source = name
     get_adapter(model)  # fail early on an unsupported architecture
     return model, tok
+
+
+def _from_folder_or_hub(name: str, dtype, local_only: bool):
+    """Causal LMs with their tokenizer; ViT/DeiT/DINOv2 (classifier when the checkpoint has one) without."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageClassification, AutoTokenizer
+    cfg = AutoConfig.from_pretrained(name, local_files_only=local_only)
+    if cfg.model_type in ENCODER_TYPES:
+        has_head = any(a.endswith("ForImageClassification") for a in (cfg.architectures or []))
+        cls = AutoModelForImageClassification if has_head else AutoModel
+        return None, cls.from_pretrained(name, dtype=dtype, local_files_only=local_only)
+    tok = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    return tok, AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_only)
 
 
 def is_unreachable(name: str) -> bool:

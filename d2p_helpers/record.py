@@ -28,6 +28,7 @@ def write_json(path: str | os.PathLike, record: dict) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, indent=2, default=_jsonable)
             fh.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,6 +43,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

@@ -1,0 +1,144 @@
+"""Vision: ViT/DeiT/DINOv2 through the same pruner, real images, and the metrics the backbone allows.
+
+Data: `fashion-mnist` (Debian's dataset-fashion-mnist, real labelled images) or `imagenet:PATH` (an
+ImageFolder tree, for users who have ImageNet). Metrics: top-1 with the model's own classifier when it has
+one; otherwise a k-NN probe on CLS features (fit on train images, scored on test images), plus the cosine
+between pruned and dense CLS features and the attention KL."""
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .assets import FASHION_MNIST_DIR, AssetError, skimage_wheel
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_right.png")
+
+
+def _idx(path: Path) -> np.ndarray:
+    with gzip.open(path) as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def fashion_mnist(split: str, limit: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [n, 28, 28] uint8, labels [n]); a seeded subset of `limit` when given."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    img_path = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
+    if not img_path.exists():
+        raise AssetError(f"Fashion-MNIST not found at {FASHION_MNIST_DIR}; install Debian's dataset-fashion-mnist "
+                         "(`make setup` does) or set D2P_FASHION_MNIST")
+    images = torch.from_numpy(_idx(img_path).copy())
+    labels = torch.from_numpy(_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64))
+    if limit and limit < len(labels):
+        idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit]
+        images, labels = images[idx], labels[idx]
+    return images, labels
+
+
+def imagefolder(path: str, limit: int | None = None, seed: int = 0) -> tuple[list, torch.Tensor, list[str]]:
+    """An ImageFolder tree: class subfolders in sorted order (ImageNet's synset order) -> (PIL images, labels, classes)."""
+    from PIL import Image
+    root = Path(path)
+    if not root.is_dir():
+        raise AssetError(f"imagenet:PATH needs an ImageFolder directory, not found: {path}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.is_file()]
+    if limit and limit < len(files):
+        g = torch.Generator().manual_seed(seed)
+        files = [files[int(i)] for i in torch.randperm(len(files), generator=g)[:limit]]
+    return [Image.open(f).convert("RGB") for f, _ in files], torch.tensor([i for _, i in files]), classes
+
+
+def photos() -> dict:
+    """Real photos from scikit-image's wheel (a cat, an astronaut, coffee...), for looking, not scoring."""
+    from PIL import Image
+    wheel = skimage_wheel()
+    if wheel is None:
+        raise AssetError("scikit-image wheel not under data/wheels/; run `make setup`")
+    zf = zipfile.ZipFile(wheel)
+    return {name.split(".")[0]: Image.open(io.BytesIO(zf.read(f"skimage/data/{name}"))).convert("RGB") for name in PHOTOS}
+
+
+def preprocess(images, size: int = 224) -> torch.Tensor:
+    """uint8 [n, H, W] greys or PIL images -> normalised [n, 3, size, size] float (ImageNet statistics)."""
+    if isinstance(images, torch.Tensor):
+        x = images.float().div(255)[:, None].expand(-1, 3, -1, -1)
+    else:
+        x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1) for im in images])
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def load_images(spec: str, split: str, limit: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    if spec == "fashion-mnist":
+        imgs, labels = fashion_mnist(split, limit, seed)
+    elif spec.startswith("imagenet:"):
+        sub = Path(spec.split(":", 1)[1]) / ("train" if split == "train" else "val")
+        imgs, labels, _ = imagefolder(str(sub if sub.exists() else spec.split(":", 1)[1]), limit, seed)
+    else:
+        raise AssetError(f"unknown image data '{spec}': expected fashion-mnist or imagenet:PATH")
+    return preprocess(imgs), labels
+
+
+def calibration_samples(spec: str, nsamples: int, seed: int) -> list[dict]:
+    x, _ = load_images(spec, "train", nsamples, seed)
+    return [{"pixel_values": xi[None]} for xi in x]
+
+
+@torch.no_grad()
+def features(model, pixels: torch.Tensor, batch_size: int = 32, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(CLS features [n, d], classifier logits [n, C] or None)."""
+    feats, logits = [], []
+    for i in tqdm(range(0, len(pixels), batch_size), desc="features", disable=not progress, leave=False):
+        out = model(pixel_values=pixels[i:i + batch_size])
+        if hasattr(out, "logits"):
+            logits.append(out.logits.float())
+            feats.append(out.logits.float())
+        else:
+            pooled = getattr(out, "pooler_output", None)
+            feats.append((pooled if pooled is not None else out.last_hidden_state[:, 0]).float())
+    return torch.cat(feats), (torch.cat(logits) if logits else None)
+
+
+def knn_top1(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor, k: int = 10) -> float:
+    """Cosine k-NN, majority vote weighted by similarity."""
+    a, b = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
+    sim, idx = (b @ a.t()).topk(k, dim=1)
+    votes = torch.zeros(len(test_f), int(train_y.max()) + 1).scatter_add_(1, train_y[idx], sim)
+    return float((votes.argmax(1) == test_y).float().mean())
+
+
+def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, seed: int = 0,
+             attention_images: int = 4, progress: bool = False) -> dict:
+    """The `vision` record: top-1 (own classifier) or k-NN top-1, for pruned and dense, CLS cosine, attention KL."""
+    from .attention import compare_attention
+    xtr, ytr = load_images(spec, "train", train_n, seed)
+    xte, yte = load_images(spec, "test", test_n, seed)
+    out = {"data": spec, "train_images": len(ytr), "test_images": len(yte)}
+    for tag, m in (("pruned", model), ("dense", dense)):
+        ftr, _ = features(m, xtr, progress=progress)
+        fte, logits = features(m, xte, progress=progress)
+        if logits is not None and spec.startswith("imagenet:"):
+            out[f"top1_{tag}"] = float((logits.argmax(1) == yte).float().mean())
+        else:
+            out[f"knn_top1_{tag}"] = knn_top1(ftr, ytr, fte, yte)
+        out[f"_feat_{tag}"] = fte
+    out["cls_cosine"] = float(F.cosine_similarity(out.pop("_feat_pruned"), out.pop("_feat_dense"), dim=1).mean())
+    att = compare_attention(model, dense, [{"pixel_values": x[None]} for x in xte[:attention_images]], progress=progress)
+    out["attention_kl"], out["attention_rmse"] = att["mean_kl"], att["mean_rmse"]
+    out["attention_per_layer"] = att["per_layer"]
+    out["knn"] = "cosine k-NN, k = 10, on CLS features (pooler output), train -> test subsets"
+    return out

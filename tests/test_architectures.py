@@ -1,0 +1,37 @@
+"""Every supported decoder family on a tiny random config: prune, perplexity, save and reload."""
+import pytest
+import torch
+
+from d2p_helpers.data import eval_windows
+from d2p_helpers.evaluate import perplexity
+from d2p_helpers.models import TINY_MODELS, load_model
+from d2p_helpers.prune import prune, save_pruned
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_prune_eval_save_reload(name, tmp_path):
+    from transformers import AutoModelForCausalLM
+    model, tok = load_model(name)
+    win = eval_windows(tok, "wiki", 32, 2).ids
+    dense = perplexity(model, win, progress=False)
+    rep = prune(model, "d2prune", pattern="2:4", nsamples=2, seqlen=32, tokenizer=tok, progress=False)
+    assert all(r["nm_valid"] for r in rep.per_layer) and rep.achieved_sparsity == pytest.approx(0.5)
+    assert len(rep.frozen_per_layer) == model.config.num_hidden_layers
+    pruned = perplexity(model, win, progress=False)
+    assert torch.isfinite(torch.tensor([dense, pruned])).all()
+    save_pruned(model, tok, tmp_path / "m", rep)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    assert perplexity(again, win, progress=False) == pytest.approx(pruned, rel=1e-5)
+    w = dict(again.named_parameters())
+    zeros = sum(int((w[f"{k}"] == 0).sum()) for k in w if k.endswith("proj.weight") or k.endswith("fc1.weight"))
+    assert zeros > 0
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_is_a_llama_with_gqa(smollm2):
+    from d2p_helpers.models import get_adapter, model_summary
+    model, _ = smollm2
+    s = model_summary(model)
+    assert s["model_type"] == "llama" and s["blocks"] == 30
+    assert s["linears_per_block"]["self_attn.k_proj"] == [192, 576]      # 3 KV heads of 64: grouped-query attention
+    assert get_adapter(model).default_frozen() == "v"

@@ -1,0 +1,48 @@
+"""The D² term's strength: the authors' accumulation grows with N; the normalised one does not."""
+import torch
+
+from d2p_helpers.calibration import LinearStats
+from d2p_helpers.prune.engine import PruneConfig, solve_linear
+
+
+def _stats(X, W):
+    st = LinearStats(X.shape[-1], W.shape[0], "cpu", gram=True, d2=True)
+    for x in X:                      # one sample at a time, like the calibration loop
+        st.add(x[None], x[None] @ W.t())
+    return st
+
+
+def test_doubling_n_keeps_normalised_masks_and_moves_the_authors_ones():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(96, 128, generator=g)
+    X = torch.randn(8, 32, 128, generator=g) * (torch.rand(128, generator=g) * 3 + 0.1)
+    once, twice = _stats(X, W), _stats(torch.cat([X, X]), W)     # same text, windows repeated
+
+    def masks(st, norm):
+        cfg = PruneConfig(method="d2prune", sparsity=0.5, r1=1.0, s=20.0, d2_norm=norm)
+        return {solver: solve_linear(solver, W, st, cfg)[0] == 0 for solver in ("d2-update", "d2-frozen")}
+
+    # normalised statistics are identical (to rounding), so every mask is unchanged
+    for path in ("update", "frozen"):
+        a, b = once.d2_stats(20.0, path, "mean"), twice.d2_stats(20.0, path, "mean")
+        assert all(torch.allclose(u, v, rtol=1e-5) for u, v in zip(a, b))
+    m1, m2 = masks(once, "mean"), masks(twice, "mean")
+    assert all(torch.equal(m1[k], m2[k]) for k in m1)
+
+    # the authors' k/N-weighted sums roughly double with N, and the masks change
+    y1, _ = once.d2_stats(20.0, "frozen", "authors")
+    y2, _ = twice.d2_stats(20.0, "frozen", "authors")
+    assert 1.8 < float((y2 / y1).mean()) < 2.2
+    a1, a2 = masks(once, "authors"), masks(twice, "authors")
+    assert any(not torch.equal(a1[k], a2[k]) for k in a1)
+
+
+def test_normalised_equals_authors_scale_at_the_reference_n():
+    """At N = 128 with equal per-sample norms the two conventions give the same frozen-path statistics."""
+    W = torch.randn(16, 32)
+    x = torch.randn(1, 8, 32)
+    st = _stats(x.repeat(128, 1, 1), W)
+    for path in ("update", "frozen"):
+        ya, xa = st.d2_stats(1500.0, path, "authors")
+        ym, xm = st.d2_stats(1500.0, path, "mean")
+        assert torch.allclose(ya, ym, rtol=1e-4) and torch.allclose(xa, xm, rtol=1e-4)
