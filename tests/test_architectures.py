@@ -35,3 +35,24 @@ def test_embedded_smollm2_is_a_llama_with_gqa(smollm2):
     assert s["model_type"] == "llama" and s["blocks"] == 30
     assert s["linears_per_block"]["self_attn.k_proj"] == [192, 576]      # 3 KV heads of 64: grouped-query attention
     assert get_adapter(model).default_frozen() == "v"
+
+
+def test_memory_plan_for_llama2_7b_matches_hand_arithmetic():
+    from d2p_helpers.scale import memory_plan
+    p = memory_plan("LLaMA-2-7B", nsamples=128)
+    assert p["block_weights_gib"] == pytest.approx(202_375_168 * 2 / 2**30)          # 4*4096^2 + 3*4096*11008
+    assert p["calibration_activations_gib"] == pytest.approx(2 * 128 * 4096 * 4096 * 2 / 2**30)
+    assert 6 < p["total_weights_gib"] < 14 and p["device_peak_estimate_gib"] < 24
+
+
+def test_2_4_layout_check_and_cpu_has_no_kernel():
+    from d2p_helpers import speed
+    model, tok = load_model("tiny-llama")
+    prune(model, "sparsegpt", pattern="2:4", nsamples=2, seqlen=32, tokenizer=tok, progress=False)
+    layout = speed.check_24_layout(model)
+    assert layout["all_valid"] and layout["linears"] == 14
+    assert speed.cpu_roundtrip_24(model.model.layers[0].self_attn.q_proj.weight)
+    if not torch.cuda.is_available():
+        assert "skipped" in speed.time_gemms()
+        with pytest.raises(RuntimeError, match="no 2:4 sparse kernel on CPU"):
+            speed.to_semi_structured(model)

@@ -18,6 +18,10 @@ TEST_PARAMETERS = {
     "05_qkv_update_search": {**TINY, "sparsities": [0.5], "use_results": False},
     "06_method_comparison": {**TINY, "use_results": False, "settings": ["0.5", "2:4"]},
     "07_zero_shot": {**TINY, "limit": 4, "tasks": ["piqa", "hellaswag"]},
+    "08_scale_to_llama": {"model": "tiny-llama3-gqa", "nsamples": 2, "seqlen": 64, "eval_windows": 1},
+    "09_deit_vision": {"model": "tiny-dinov2", "nsamples": 2, "knn_train": 30, "knn_test": 10, "sparsities": [0.5],
+                       "methods": ["wanda", "d2prune"]},
+    "10_sparse_speedup": {"model": "tiny-llama", "nsamples": 2, "seqlen": 64},
 }
 
 
@@ -68,3 +72,9 @@ def test_notebook_runs_headless(name, tmp_path):
         assert m["source"] == "live run"
     if name == "07_zero_shot":
         assert "zeroshot_mean" in m["dense"]
+    if name == "08_scale_to_llama":
+        assert m["memory_plans"][0]["model"] == "LLaMA-2-7B" and m["pruned_ppl"] > 1
+    if name == "09_deit_vision":
+        assert m["metric"] == "knn_top1" and "d2prune@0.5" in m["results"]
+    if name == "10_sparse_speedup":
+        assert m["layout_valid"] and (m["timing"].get("skipped") or m["timing"])

@@ -1,0 +1,57 @@
+# %% [markdown]
+# # 10 · Does 2:4 sparsity buy real speed?
+#
+# **What you will learn.** Unstructured sparsity saves nothing on today's hardware; the 2:4 pattern (two
+# zeros in every four consecutive inputs) runs on NVIDIA's sparse tensor cores. We check that our 2:4 masks
+# have the exact layout the kernels need, and — on a CUDA GPU — time dense against sparse GEMMs at the
+# paper's LLaMA-7B shapes (its Table 16: about 1.3× on an A100). On a CPU there is no kernel: we say so.
+
+# %% tags=["parameters"]
+model: str = "smollm2-135m"     # model to prune 2:4
+method: str = "d2prune"         # pruning method
+calib: str = "news"             # calibration text
+nsamples: int = 16              # calibration windows
+seqlen: int = 512               # tokens per window
+seed: int = 0                   # calibration seed
+tokens: int = 2048              # GEMM rows for the timing (paper: batch 1 x 2048)
+out_dir: str = "../runs/notebooks"  # JSON record and figures
+
+# %%
+from pathlib import Path
+
+import torch
+
+from d2p_helpers import models, notebook, plots, speed
+from d2p_helpers.prune import prune
+
+plots.style()
+out = Path(out_dir)
+lm, tok = models.load_model(model)
+report = prune(lm, method, pattern="2:4", calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok)
+
+# %% [markdown]
+# ## The layout
+#
+# A 2:4 weight $W \in \mathbb{R}^{m\times k}$ keeps at most 2 of every 4 entries $W_{i,4g..4g+3}$. The
+# kernels store the kept values ($m \times k/2$) and 2-bit indices; fp16 tiles also need $m$ divisible by
+# 32 and $k$ by 64.
+
+# %%
+layout = speed.check_24_layout(lm)
+some = lm.get_submodule(models.get_adapter(lm).blocks_path)[0]
+w = next(iter(models.get_adapter(lm).linears(some).values())).weight
+roundtrip = speed.cpu_roundtrip_24(w)
+print(f"{layout['linears']} linears: all 2:4 valid {layout['all_valid']}, kernel shapes {layout['all_kernel_shapes']}, "
+      f"CUTLASS pack/unpack round trip {roundtrip}")
+assert layout["all_valid"]
+
+# %%
+timing = speed.time_gemms(tokens) if torch.cuda.is_available() else {"skipped": speed.NO_CPU_KERNEL}
+print(timing)
+
+# %%
+notebook.finish(out, "10_sparse_speedup",
+                {"model": model, "method": method, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+                 "seed": seed, "tokens": tokens},
+                {"layout_valid": layout["all_valid"], "kernel_shapes": layout["all_kernel_shapes"],
+                 "cutlass_roundtrip": roundtrip, "timing": timing, "achieved_sparsity": report.achieved_sparsity})
