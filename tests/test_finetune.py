@@ -1,0 +1,52 @@
+"""LoRA recovery: sparsity and N:M pattern survive the merge; training resumes from its checkpoint."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from conftest import tiny
+from d2p_helpers.finetune import finetune
+from d2p_helpers.masks import is_valid_n_of_m
+from d2p_helpers.prune import prune, save_pruned
+
+
+def _zeros(model):
+    return {n: (p == 0) for n, p in model.named_parameters() if n.endswith("proj.weight")}
+
+
+def test_lora_merge_keeps_exact_sparsity_and_pattern(tmp_path):
+    model, tok = tiny("tiny-llama")
+    prune(model, "d2prune", pattern="2:4", nsamples=2, seqlen=64, tokenizer=tok, progress=False)
+    before = _zeros(model)
+    q_before = model.model.layers[0].self_attn.q_proj.weight.clone()
+    res = finetune(model, tok, tmp_path / "ft", steps=3, seqlen=32, batch_size=2, lr=1e-2, progress=False)
+    after = _zeros(res["model"])
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    q = res["model"].model.layers[0].self_attn.q_proj.weight
+    assert is_valid_n_of_m(q, 2, 4) and not torch.equal(q, q_before)     # it learned, where allowed
+    assert len(res["log"]["losses"]) == 3
+
+
+def test_finetune_resumes_from_checkpoint(tmp_path):
+    model, tok = tiny("tiny-llama")
+    finetune(model, tok, tmp_path / "ft", steps=2, seqlen=32, batch_size=2, save_every=1, progress=False)
+    model2, tok = tiny("tiny-llama")
+    res = finetune(model2, tok, tmp_path / "ft", steps=4, seqlen=32, batch_size=2, save_every=1, progress=False)
+    assert res["log"]["resumed_from"] == 2 and len(res["log"]["losses"]) == 4
+
+
+def test_cli_finetune_writes_model_and_log(tmp_path):
+    model, tok = tiny("tiny-llama")
+    rep = prune(model, "sparsegpt", sparsity=0.6, nsamples=2, seqlen=64, tokenizer=tok, progress=False)
+    save_pruned(model, tok, tmp_path / "pruned", rep)
+    r = subprocess.run([sys.executable, "-m", "d2p_helpers.cli", "finetune", "--model", str(tmp_path / "pruned"),
+                        "--steps", "2", "--seqlen", "32", "--batch-size", "2", "--out", str(tmp_path / "ft"),
+                        "--eval", "wiki", "--eval-windows", "1", "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    log = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert len(log["losses"]) == 2 and "wiki" in log["ppl_after"]
+    from transformers import AutoModelForCausalLM
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "ft" / "model")
+    w = again.model.layers[0].mlp.up_proj.weight
+    assert abs(float((w == 0).float().mean()) - 0.6) < 0.01
