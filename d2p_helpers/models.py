@@ -199,3 +199,10 @@ def model_summary(model: nn.Module) -> dict:
             "linears_per_block": {n: list(m.weight.shape) for n, m in lin.items()},
             "prunable_parameters": sum(m.weight.numel() for b in blocks for m in adapter.linears(b).values()),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+
+
+def projection(model, block: int, role: str) -> nn.Linear:
+    """The q/k/v projection of one block, wherever the architecture keeps it."""
+    adapter = get_adapter(model)
+    b = adapter.blocks(model)[block]
+    return b.get_submodule(adapter.qkv_names(b)[role])

@@ -22,6 +22,11 @@ TEST_PARAMETERS = {
     "09_deit_vision": {"model": "tiny-dinov2", "nsamples": 2, "knn_train": 30, "knn_test": 10, "sparsities": [0.5],
                        "methods": ["wanda", "d2prune"]},
     "10_sparse_speedup": {"model": "tiny-llama", "nsamples": 2, "seqlen": 64},
+    "11_hyperparameters": {**TINY, "use_results": False, "seeds": [0, 1], "lambda_grid": [0.0, 1.0],
+                           "s_values": [500, 1500], "n_values": [2, 4], "sparsities": [0.5]},
+    "12_lora_recovery": {"model": "tiny-llama", "nsamples": 2, "seqlen": 64, "eval_windows": 1, "steps": 2,
+                         "train_seqlen": 32, "zeroshot_limit": 4, "zeroshot_tasks": ["piqa"],
+                         "methods": ["sparsegpt", "d2prune"]},
 }
 
 
@@ -76,5 +81,9 @@ def test_notebook_runs_headless(name, tmp_path):
         assert m["memory_plans"][0]["model"] == "LLaMA-2-7B" and m["pruned_ppl"] > 1
     if name == "09_deit_vision":
         assert m["metric"] == "knn_top1" and "d2prune@0.5" in m["results"]
+    if name == "11_hyperparameters":
+        assert {"lambda", "s", "nsamples"} <= set(m["studies"])
+    if name == "12_lora_recovery":
+        assert len(m["rows"]) == 4 and all(len(r["losses"]) == 2 for r in m["rows"])
     if name == "10_sparse_speedup":
         assert m["layout_valid"] and (m["timing"].get("skipped") or m["timing"])

@@ -1,0 +1,33 @@
+"""Hyper-parameter studies of D²Prune on the embedded model (issue: hyper-parameters). Cached and resumable.
+
+Writes results/hparams.json and results/hparams.md. About 60 prunings at the default settings."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from d2p_helpers.experiments import hparam_markdown, hparam_study  # noqa: E402
+from d2p_helpers.record import versions, write_json, write_text  # noqa: E402
+
+BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 512, "eval": ["wiki"], "eval_windows": 16}
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--lambda-grid", default="0,0.5,1", help="coarser than the paper's 5x5 to fit a CPU budget")
+    ap.add_argument("--s-values", default="500,1000,1500,2000,L")
+    ap.add_argument("--n-values", default="16,32,64,128")
+    ap.add_argument("--sparsities", default="0.5,0.7")
+    a = ap.parse_args()
+    seeds = [int(x) for x in a.seeds.split(",")]
+    studies = hparam_study(BASE, seeds, [float(x) for x in a.lambda_grid.split(",")],
+                           [x if x == "L" else float(x) for x in a.s_values.split(",")],
+                           [int(x) for x in a.n_values.split(",")], [float(x) for x in a.sparsities.split(",")],
+                           ROOT / "results" / "cache", progress=True)
+    write_json(ROOT / "results" / "hparams.json", {"protocol": BASE, "seeds": seeds, "studies": studies,
+                                                  "versions": versions()})
+    write_text(ROOT / "results" / "hparams.md", hparam_markdown(studies, BASE, seeds))
+    print((ROOT / "results" / "hparams.md").read_text())
