@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from d2p_helpers.paper import OPT125M_PPL  # noqa: E402
 from d2p_helpers.record import write_json, write_text  # noqa: E402
 
-PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 512,
+PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
             "eval": ["wiki", "news:val"], "eval_windows": 16, "dtype": "float32", "device": "cpu"}
 METHODS = ["magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune"]
 SETTINGS = ["0.5", "0.6", "0.7", "0.8", "2:4", "4:8"]

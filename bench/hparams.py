@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 from d2p_helpers.experiments import hparam_markdown, hparam_study  # noqa: E402
 from d2p_helpers.record import versions, write_json, write_text  # noqa: E402
 
-BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 512, "eval": ["wiki"], "eval_windows": 16}
+BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256, "eval": ["wiki"], "eval_windows": 16}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT))
 from d2p_helpers.experiments import qkv_comparison, qkv_markdown  # noqa: E402
 from d2p_helpers.record import versions, write_json, write_text  # noqa: E402
 
-BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 512, "seed": 0,
+BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256, "seed": 0,
         "eval": ["wiki"], "eval_windows": 16}
 
 if __name__ == "__main__":
