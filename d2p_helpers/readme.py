@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCKS = {"bench": "results/bench.md", "qkv": "results/qkv_selectors.md", "hparams": "results/hparams.md"}
+BLOCKS = {"bench": "results/bench.md", "qkv": "results/qkv_selectors.md", "hparams": "results/hparams.md",
+          "zeroshot": "results/zeroshot.md"}
 
 
 def block_text(name: str) -> str:

@@ -19,15 +19,14 @@ def versions() -> dict:
     return out
 
 
-def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """Write to a temporary file in the same folder, then rename: never a half-written record."""
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2, default=_jsonable)
-            fh.write("\n")
+            fh.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -37,15 +36,9 @@ def write_json(path: str | os.PathLike, record: dict) -> Path:
     return path
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    """A JSON record, serialised first (a failure leaves nothing behind), written atomically."""
+    return write_text(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(obj):

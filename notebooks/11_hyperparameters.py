@@ -10,7 +10,7 @@
 model: str = "smollm2-135m"     # model
 calib: str = "news"             # calibration text
 nsamples: int = 16              # calibration windows (the N study varies it)
-seqlen: int = 512               # tokens per window
+seqlen: int = 256               # tokens per window
 eval_data: str = "wiki"         # evaluation text
 eval_windows: int = 16          # perplexity windows
 seeds: list = [0, 1]            # calibration seeds
