@@ -57,7 +57,8 @@ def test_notebook_committed_without_outputs_and_one_parameters_cell(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", all_notebooks())
 def test_notebook_runs_headless(name, tmp_path):
-    rec = execute(name, tmp_path, TEST_PARAMETERS[name], timeout=900)
+    # cache_dir goes to tmp too (notebooks that do not take it just warn): tests never write into results/
+    rec = execute(name, tmp_path, {**TEST_PARAMETERS[name], "cache_dir": str(tmp_path / "cache")}, timeout=900)
     assert rec["notebook"] == name and rec["versions"]["torch"]
     assert all(Path(f).exists() for f in rec["figures"]), rec["figures"]
     m = rec["metrics"]
