@@ -44,7 +44,10 @@ def main(argv=None) -> int:
     params = {k: _value(v) for k, v in a.p}
     for name in names:
         rec = execute(name, a.out, params)
+        scalars = {k: v for k, v in rec["metrics"].items() if isinstance(v, (int, float, str)) and len(str(v)) < 60}
         print(f"[notebooks] {name}: {rec['executed_seconds']}s -> {a.out}/{name}.json")
+        if scalars:
+            print("             " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items()))
     return 0
 
 
