@@ -161,18 +161,6 @@ def prepare(force: bool = False) -> None:
     print(f"[d2p] assets ready: texts {', '.join(str(p) for p in texts.values())}; models {model}, {vit}; tasks {olmo}")
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] != ["prepare"]:
-        print("usage: python -m d2p_helpers.assets prepare [--force]", file=sys.stderr)
-        sys.exit(2)
-    try:
-        prepare(force="--force" in args)
-    except AssetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
 FASHION_MNIST_DIR = Path(os.environ.get("D2P_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 SKIMAGE_VERSION = "0.26.0"
 VIT_ONNX = "vit_s_focus.onnx"
@@ -230,3 +218,15 @@ def skimage_wheel() -> Path | None:
     """scikit-image's wheel (downloaded by `make setup`): its sample photos, read as a zip."""
     found = sorted(glob.glob(str(REPO_ROOT / "data" / "wheels" / f"scikit_image-{SKIMAGE_VERSION}-*.whl")))
     return Path(found[0]) if found else None
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] != ["prepare"]:
+        print("usage: python -m d2p_helpers.assets prepare [--force]", file=sys.stderr)
+        sys.exit(2)
+    try:
+        prepare(force="--force" in args)
+    except AssetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
