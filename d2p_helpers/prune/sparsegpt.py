@@ -51,7 +51,6 @@ def prune_obs(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | Non
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d = torch.diag(U1)
         if nm is None:
@@ -61,19 +60,24 @@ def prune_obs(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | Non
             pruned = lowest_overall(score, sparsity)
         else:
             pruned = torch.zeros_like(W1, dtype=torch.bool)
-        pruned_f = pruned.to(W1.dtype)
+        # The column loop runs on the transposed block: row i of W1T is column i, so the rank-1
+        # updates of the later columns touch contiguous memory (about 2x faster on a CPU).
+        W1T, prunedT = W1.t().contiguous(), pruned.t().contiguous()
+        prunedT_f = prunedT.to(W1.dtype)
+        Err1T = torch.zeros_like(W1T)
         for i in range(i2 - i1):
             if nm is not None and i % m == 0:
-                group = W1[:, i:i + m]
+                group = W1T[i:i + m].t()
                 score = group.pow(2) / d[i:i + m].pow(2)[None, :]
                 if extra_score is not None:
                     score = score + extra_score(group, i1 + i, i1 + i + m)
-                pruned[:, i:i + m] = lowest_n_of_m(score, n, m)
-                pruned_f[:, i:i + m] = pruned[:, i:i + m].to(W1.dtype)
+                prunedT[i:i + m] = lowest_n_of_m(score, n, m).t()
+                prunedT_f[i:i + m] = prunedT[i:i + m].to(W1.dtype)
             # OBS step for column i: remove the pruned entries, spread their error over later columns.
-            err = W1[:, i] * pruned_f[:, i] / U1[i, i]
-            W1[:, i:].addr_(err, U1[i, i:], alpha=-1)
-            Err1[:, i] = err
+            err = W1T[i] * prunedT_f[i] / U1[i, i]
+            W1T[i:].addr_(U1[i, i:], err, alpha=-1)
+            Err1T[i] = err
+        W1, pruned, Err1 = W1T.t(), prunedT.t(), Err1T.t()
         W[:, i1:i2] = W1.masked_fill(pruned, 0)   # exact zeros (w - (w/d)*d may leave rounding)
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     return W, {"damping": damp_used}
