@@ -111,30 +111,37 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 @torch.no_grad()
 def loglikelihoods(model, requests: list[tuple[list[int], list[int]]], batch_size: int = 16,
                    max_length: int = 2048, progress: bool = True) -> list[float]:
-    """Sum of log-probabilities of each continuation, batched by length (right padding)."""
+    """Sum of log-probabilities of each continuation, batched by length (right padding).
+
+    Requests that share a context and continue it by a single token (BoolQ's " no"/" yes", RTE's
+    " True"/" False") are answered from one forward of that context, as lm-eval does."""
     device = next(model.parameters()).device
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+    jobs: dict = {}            # (tokens to run) -> [(request index, first scored position, continuation)]
+    for i, (ctx, cont) in enumerate(requests):
+        full = (ctx + cont)[-(max_length + 1):]
+        if len(cont) == 1:
+            key = tuple(full[:-1])
+            jobs.setdefault(key, []).append((i, len(key) - 1, cont))
+        else:
+            key = tuple(full[:-1]) + (-1 - i,)        # unique key: nothing to share
+            jobs[key] = [(i, len(full) - len(cont) - 1, cont)]
+    keys = sorted(jobs, key=len, reverse=True)
     out = [0.0] * len(requests)
-    for start in tqdm(range(0, len(order), batch_size), desc="zero-shot", disable=not progress, leave=False):
-        idx = order[start:start + batch_size]
-        seqs, spans = [], []
-        for i in idx:
-            ctx, cont = requests[i]
-            full = (ctx + cont)[-(max_length + 1):][:-1]
-            seqs.append(full)
-            spans.append((len(full) - len(cont) + 1, len(cont)))
-        width = max(len(s) for s in seqs)
+    for start in tqdm(range(0, len(keys), batch_size), desc="zero-shot", disable=not progress, leave=False):
+        batch_keys = keys[start:start + batch_size]
+        seqs = [[t for t in k if t >= 0] for k in batch_keys]
+        width = max(len(x) for x in seqs)
         ids = torch.zeros(len(seqs), width, dtype=torch.long)
         attn = torch.zeros(len(seqs), width, dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, :len(s)] = torch.tensor(s)
-            attn[b, :len(s)] = 1
+        for b, x in enumerate(seqs):
+            ids[b, :len(x)] = torch.tensor(x)
+            attn[b, :len(x)] = 1
         logp = F.log_softmax(model(input_ids=ids.to(device), attention_mask=attn.to(device),
                                    use_cache=False).logits.float(), -1)
-        for b, i in enumerate(idx):
-            first, n = spans[b]
-            cont = torch.tensor(requests[i][1], device=device)
-            out[i] = float(logp[b, first - 1:first - 1 + n].gather(1, cont[:, None]).sum())
+        for b, key in enumerate(batch_keys):
+            for i, first, cont in jobs[key]:
+                tgt = torch.tensor(cont, device=device)
+                out[i] = float(logp[b, first:first + len(cont)].gather(1, tgt[:, None]).sum())
     return out
 
 
