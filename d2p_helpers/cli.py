@@ -108,6 +108,8 @@ def _check_common(args):
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.attention and not args.eval:
         raise UsageError("--attention needs an --eval text for its windows")
+    if getattr(args, "compress", None) and not (args.save and args.pattern == "2:4"):
+        raise UsageError("--compress 2:4 needs --save DIR and --pattern 2:4")
     if args.attention and args.command == "eval" and not args.reference:
         raise UsageError("--attention with `d2p eval` needs --reference DENSE_MODEL")
     if args.seqlen < 2:
@@ -143,7 +145,11 @@ def run(args) -> dict:
         from .prune import prune
         report = prune(model, tokenizer=tok, **options, progress=not args.no_progress)
         record.update(report.to_record())
-        if args.save:
+        if args.save and args.compress:
+            from .compress import save_compressed
+            record["compressed"] = {k: v for k, v in save_compressed(model, tok, args.save).items() if k != "packed"}
+            record["saved_to"] = args.save
+        elif args.save:
             from .prune.engine import save_pruned
             save_pruned(model, tok, args.save, report)
             record["saved_to"] = args.save

@@ -56,3 +56,19 @@ def test_2_4_layout_check_and_cpu_has_no_kernel():
         assert "skipped" in speed.time_gemms()
         with pytest.raises(RuntimeError, match="no 2:4 sparse kernel on CPU"):
             speed.to_semi_structured(model)
+
+
+def test_compressed_2_4_round_trip_is_exact_and_smaller(tmp_path):
+    from d2p_helpers.compress import load_compressed, pack_2_4, save_compressed, unpack_2_4
+    w = torch.randn(16, 64)
+    w = w.masked_fill(torch.tensor([True, False, True, False]).repeat(16, 16), 0)
+    assert torch.equal(unpack_2_4(*pack_2_4(w)), w)
+    model, tok = load_model("tiny-llama", dtype="float16")
+    prune(model, "d2prune", pattern="2:4", nsamples=2, seqlen=32, tokenizer=tok, progress=False)
+    info = save_compressed(model, tok, tmp_path / "c")
+    assert len(info["packed"]) == 14
+    again, tok2 = load_compressed(tmp_path / "c")
+    for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), n
+    save_pruned(model, tok, tmp_path / "dense")
+    assert (tmp_path / "c" / "model_2_4.safetensors").stat().st_size < (tmp_path / "dense" / "model.safetensors").stat().st_size

@@ -26,6 +26,7 @@ def add_prune_args(p) -> None:
     p.add_argument("--track-error", default="auto", choices=["auto", "yes", "no"],
                    help="per-linear reconstruction error; auto: where the Gram matrix is built anyway (OBS solvers)")
     p.add_argument("--save", help="write the pruned model as a HF folder")
+    p.add_argument("--compress", choices=["2:4"], help="with --save: packed 2:4 format (d2p_helpers.compress.load_compressed)")
 
 
 def options_from_args(args) -> dict:
