@@ -121,6 +121,9 @@ def knn_top1(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor,
     return float((votes.argmax(1) == test_y).float().mean())
 
 
+_DENSE_FEATURES: dict = {}   # the dense model's features are the same for every pruned model compared to it
+
+
 def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, seed: int = 0,
              attention_images: int = 4, progress: bool = False) -> dict:
     """The `vision` record: top-1 (own classifier) or k-NN top-1, for pruned and dense, CLS cosine, attention KL."""
@@ -129,8 +132,14 @@ def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, se
     xte, yte = load_images(spec, "test", test_n, seed)
     out = {"data": spec, "train_images": len(ytr), "test_images": len(yte)}
     for tag, m in (("pruned", model), ("dense", dense)):
-        ftr, _ = features(m, xtr, progress=progress)
-        fte, logits = features(m, xte, progress=progress)
+        key = (id(m), spec, train_n, test_n, seed)
+        if tag == "dense" and key in _DENSE_FEATURES:
+            ftr, fte, logits = _DENSE_FEATURES[key]
+        else:
+            ftr, _ = features(m, xtr, progress=progress)
+            fte, logits = features(m, xte, progress=progress)
+            if tag == "dense" and m is not model:
+                _DENSE_FEATURES[key] = (ftr, fte, logits)
         if logits is not None and spec.startswith("imagenet:"):
             out[f"top1_{tag}"] = float((logits.argmax(1) == yte).float().mean())
         else:
