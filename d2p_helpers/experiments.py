@@ -28,7 +28,7 @@ def dense_model(name: str):
 
 
 def prune_and_eval(spec: dict, cache_dir: str | Path | None = None, attention_windows: int = 0,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, cached_only: bool = False) -> dict | None:
     """spec: model, method, sparsity|pattern, calib, nsamples, seqlen, seed, eval (list), eval_windows,
     options (dict). Returns the record (from the cache when present)."""
     from .attention import compare_attention
@@ -39,6 +39,8 @@ def prune_and_eval(spec: dict, cache_dir: str | Path | None = None, attention_wi
     path = Path(cache_dir) / f"{spec_key(spec)}.json" if cache_dir else None
     if path and path.exists():
         return json.loads(path.read_text())
+    if cached_only:
+        return None
     base, tok = dense_model(spec["model"])
     model = copy.deepcopy(base)
     t0 = time.perf_counter()
@@ -67,13 +69,15 @@ QKV_CONFIGS = {"freeze q": "q", "freeze k": "k", "freeze v": "v", "all updated (
 
 
 def qkv_comparison(base: dict, sparsities: list[float], cache_dir=None, attention_windows: int = 2,
-                   progress: bool = False) -> list[dict]:
+                   progress: bool = False, cached_only: bool = False) -> list[dict]:
     """D²Prune with every q/k/v choice and selector at each sparsity: ppl, attention KL, cost."""
     rows = []
     for sp in sparsities:
         for label, frozen in QKV_CONFIGS.items():
             rec = prune_and_eval({**base, "method": "d2prune", "sparsity": sp, "options": {"frozen": frozen}},
-                                 cache_dir, attention_windows, progress)
+                                 cache_dir, attention_windows, progress, cached_only)
+            if rec is None:
+                continue
             chosen = rec.get("frozen_per_layer", [])
             rows.append({"sparsity": sp, "config": label, "ppl": rec["ppl"][base["eval"][0]],
                          "mean_kl": rec["attention"]["mean_kl"] if "attention" in rec else None,
