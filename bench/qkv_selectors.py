@@ -17,7 +17,7 @@ BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sparsities", default="0.5,0.7", help="the issue asks 0.5,0.6,0.7; 0.6 dropped to fit the CPU budget")
+    ap.add_argument("--sparsities", default="0.5,0.6,0.7")
     ap.add_argument("--cached-only", action="store_true", help="table from finished runs only (no new runs)")
     a = ap.parse_args()
     sps = [float(x) for x in a.sparsities.split(",")]

@@ -8,7 +8,7 @@
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # model to prune
-sparsities: list = [0.5, 0.7]    # unstructured sparsities to compare
+sparsities: list = [0.5, 0.6, 0.7]  # unstructured sparsities to compare
 calib: str = "news"             # calibration text (auto:ppl scores on its val split)
 nsamples: int = 16              # calibration windows
 seqlen: int = 256               # tokens per window
