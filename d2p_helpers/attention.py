@@ -109,3 +109,11 @@ def layer_rows(pruned_store, dense_store) -> list[dict]:
             row["peak_dense"], row["entropy_dense"] = long_tail(wd)
         rows.append(row)
     return rows
+
+
+@torch.no_grad()
+def head_averaged_map(model, inputs: dict, layer: int = -1) -> torch.Tensor:
+    """Attention probabilities of one layer for one input, averaged over heads: [T, T]."""
+    with eager_attention(model), capture_attention_modules(attention_modules(model)[layer:][:1]) as store:
+        model(**inputs, **({"use_cache": False} if "input_ids" in inputs else {}))
+    return store[0][1][0].float().mean(0)

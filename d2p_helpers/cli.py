@@ -189,7 +189,7 @@ def _run_vision(args, model, record, t0) -> dict:
     import copy
     from . import vision
     from .record import peak_rss_mb, versions
-    image_specs = [s for s in [getattr(args, "calib", "fashion-mnist")] + args.eval]
+    image_specs = [getattr(args, "calib", "fashion-mnist")] + args.eval
     bad = [s for s in image_specs if s != "fashion-mnist" and not s.startswith("imagenet:")]
     if bad or not args.eval:
         raise UsageError(f"vision models need image data: --calib/--eval fashion-mnist or imagenet:PATH (got {', '.join(bad) or 'no --eval'})")

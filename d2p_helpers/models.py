@@ -131,15 +131,6 @@ def _from_folder_or_hub(name: str, dtype, local_only: bool):
     return tok, AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_only)
 
 
-def is_unreachable(name: str) -> bool:
-    """True when `name` is a hub id that cannot be loaded here (for `auto` model choices)."""
-    try:
-        load_model(name)
-        return False
-    except ModelError:
-        return True
-
-
 # ---------------------------------------------------------------- the adapter
 @dataclass
 class Adapter:

@@ -9,7 +9,6 @@ A test checks that the two agree.
 """
 from __future__ import annotations
 
-import math
 import re
 import tempfile
 import time
@@ -233,4 +232,4 @@ def chance(task: str) -> float:
     return {"hellaswag": 0.25, "arc_easy": 0.25, "arc_challenge": 0.25, "openbookqa": 0.25}.get(task, 0.5)
 
 
-__all__ = ["TASKS", "PAPER_TASKS", "score_tasks", "run_lm_eval", "paper_mean", "zeroshot_record", "math"]
+__all__ = ["TASKS", "PAPER_TASKS", "score_tasks", "run_lm_eval", "paper_mean", "zeroshot_record"]

@@ -24,10 +24,9 @@ cache_dir: str = "../results/cache"  # reuse runs across notebooks and scripts
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 
 from d2p_helpers import notebook, plots
-from d2p_helpers.attention import attention_modules, capture_attention_modules, eager_attention
+from d2p_helpers.attention import head_averaged_map
 from d2p_helpers.experiments import dense_model, prune_and_eval
 
 plots.style()
@@ -95,9 +94,7 @@ for label in ("dense", "SparseGPT", "freeze v"):
         cfg = configs[label]
         prune(m, cfg["method"], sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
               tokenizer=tok, progress=False, **cfg["options"])
-    with eager_attention(m), capture_attention_modules(attention_modules(m)[-1:]) as store, torch.no_grad():
-        m(input_ids=ids, use_cache=False)
-    maps[label] = store[0][1][0].float().mean(0)
+    maps[label] = head_averaged_map(m, {"input_ids": ids})
     peaks[label] = float(maps[label][1:].max(-1).values.mean())
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
 vmax = float(maps["dense"][4:, 1:].max())

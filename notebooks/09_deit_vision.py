@@ -23,10 +23,9 @@ import copy
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 
 from d2p_helpers import models, notebook, plots, vision
-from d2p_helpers.attention import attention_modules, capture_attention_modules, eager_attention
+from d2p_helpers.attention import head_averaged_map
 from d2p_helpers.paper import DEIT_ACC
 from d2p_helpers.prune import prune
 
@@ -61,9 +60,8 @@ assert results["dense"]["cls_cosine"] > 0.999
 # %% [markdown]
 # ## Side by side with the paper's DeiT rows
 #
-# The paper (Table 7) reports ImageNet-1K accuracy of DeiT: dense 87.03, and at 60 % / 80 % SparseGPT
-# 86.24 / 72.37, Wanda 83.32 / 28.71, D²Prune 87.14 / 74.76. **A different model, task and metric** — shown only
-# to compare the ordering of the methods.
+# The right panel draws the paper's Table 7 (DeiT, ImageNet-1K top-1; `d2p_helpers.paper.DEIT_ACC`).
+# **A different model, task and metric** — shown only to compare the ordering of the methods.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -95,10 +93,7 @@ for label in ("dense", f"{methods[-1]}@{sparsities[-1]}"):
     m = copy.deepcopy(dense)
     if label != "dense":
         prune(m, methods[-1], sparsity=sparsities[-1], samples=samples, progress=False)
-    with eager_attention(m), capture_attention_modules(attention_modules(m)[-1:]) as store, torch.no_grad():
-        m(pixel_values=pix)
-    att = store[0][1][0].float().mean(0)[0, -256:]          # CLS -> patches
-    maps[label] = att.reshape(16, 16)
+    maps[label] = head_averaged_map(m, {"pixel_values": pix})[0, -256:].reshape(16, 16)   # CLS -> patches
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 axes[0].imshow(photo.resize((224, 224))), axes[0].set_title("input"), axes[0].axis("off")
 for ax, (label, mp) in zip(axes[1:], maps.items()):

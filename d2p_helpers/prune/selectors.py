@@ -7,6 +7,7 @@ auto:outlier per block, the projection with the highest outlier ratio (Appendix 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import torch
@@ -132,8 +133,7 @@ def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
     results, best = {}, None
     for role in ("q", "k", "v"):
         trial = copy.deepcopy(model)
-        rep = run_pruning(trial, copy.replace(cfg, frozen=role) if hasattr(copy, "replace") else
-                          _with(cfg, frozen=role), tokenizer, samples, progress=progress)
+        rep = run_pruning(trial, dataclasses.replace(cfg, frozen=role), tokenizer, samples, progress=progress)
         results[role] = perplexity(trial, val.ids, progress=False)
         if best is None or results[role] < results[best[0]]:
             best = (role, trial, rep)
@@ -146,9 +146,3 @@ def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
     report.config["selector_log"] = {"validation": val.describe(), "val_ppl": results, "chosen": role}
     return report
 
-
-def _with(cfg, **changes):
-    new = copy.copy(cfg)
-    for k, v in changes.items():
-        setattr(new, k, v)
-    return new
