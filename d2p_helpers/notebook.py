@@ -13,9 +13,10 @@ def resolve_model(model: str, preferred: str = "facebook/opt-125m", fallback: st
     """`auto` -> the paper's model where it loads, else the embedded one; returns (name, why). Never silent."""
     if model != "auto":
         return model, "chosen by parameter"
-    from .models import ModelError, load_model
+    from .experiments import dense_model
+    from .models import ModelError
     try:
-        load_model(preferred)
+        dense_model(preferred)          # loaded once per process; the notebook reuses it
         return preferred, f"auto: {preferred} loaded"
     except ModelError as exc:
         why = f"auto: {preferred} could not be loaded here ({exc}); using the embedded {fallback} instead"

@@ -26,6 +26,7 @@ import torch
 from d2p_helpers import models, notebook, plots
 from d2p_helpers.calibration import attach_stats, capture_block_inputs, run_block
 from d2p_helpers.data import calibration_windows
+from d2p_helpers.experiments import dense_model
 from d2p_helpers.prune.engine import PruneConfig, solve_linear
 
 plots.style()
@@ -59,7 +60,7 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 
 # %%
 name, why = notebook.resolve_model(model, preferred=model)
-lm, tok = models.load_model(name)
+lm, tok = dense_model(name)
 adapter = models.get_adapter(lm)
 blocks = adapter.blocks(lm)
 block_index = min(block_index, len(blocks) - 1)

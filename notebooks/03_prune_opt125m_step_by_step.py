@@ -33,6 +33,7 @@ from d2p_helpers import models, notebook, plots
 from d2p_helpers.calibration import attach_stats, capture_block_inputs, run_block
 from d2p_helpers.data import calibration_windows, eval_windows as make_eval_windows
 from d2p_helpers.evaluate import perplexity
+from d2p_helpers.experiments import dense_model
 from d2p_helpers.prune import prune
 from d2p_helpers.prune.engine import PruneConfig, relative_error, solve_linear, solver_plan
 
@@ -41,7 +42,8 @@ torch.manual_seed(seed)
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 model_name, model_why = notebook.resolve_model(model)
 print(f"model: {model_name} ({model_why})")
-lm, tok = models.load_model(model_name, device=device)
+lm, tok = dense_model(model_name)   # already loaded by resolve_model when model is auto
+lm.to(device)
 adapter = models.get_adapter(lm)
 blocks = adapter.blocks(lm)
 block_index = min(block_index, len(blocks) - 1)
