@@ -43,7 +43,7 @@ notebooks: setup
 
 # Notebooks are authored as percent scripts (notebooks/*.py) and paired with .ipynb by jupytext.
 sync-notebooks:
-	cd notebooks && for f in [0-9][0-9]_*.py; do ../$(VENV)/bin/jupytext --quiet --set-kernel d2prune --to ipynb "$$f"; done
+	cd notebooks && for f in [0-9][0-9]_*.py; do ../$(VENV)/bin/jupytext --quiet --update --set-kernel d2prune --to ipynb "$$f"; done
 
 test: setup
 	$(PY) -m pytest -q

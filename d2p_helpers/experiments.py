@@ -15,6 +15,14 @@ from .record import versions, write_json
 _MODELS: dict = {}
 
 
+def canonical_options(options: dict) -> dict:
+    """Drop options equal to PruneConfig's defaults: the same run spelled two ways shares one cache entry."""
+    from dataclasses import MISSING, fields
+    from .prune.engine import PruneConfig
+    defaults = {f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}
+    return {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+
+
 def spec_key(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -35,7 +43,7 @@ def prune_and_eval(spec: dict, cache_dir: str | Path | None = None, attention_wi
     from .data import eval_windows
     from .evaluate import perplexities
     from .prune import prune
-    spec = {**spec, "attention_windows": attention_windows}
+    spec = {**spec, "attention_windows": attention_windows, "options": canonical_options(spec.get("options", {}))}
     path = Path(cache_dir) / f"{spec_key(spec)}.json" if cache_dir else None
     if path and path.exists():
         return json.loads(path.read_text())
@@ -108,30 +116,46 @@ def qkv_markdown(rows: list[dict], base: dict) -> str:
 
 
 def hparam_study(base: dict, seeds: list[int], lambda_grid: list[float], s_values: list, n_values: list[int],
-                 sparsities: list[float], cache_dir=None, progress: bool = False) -> dict:
+                 sparsities: list[float], cache_dir=None, progress: bool = False,
+                 studies: tuple = ("lambda", "s", "nsamples"), cached_only: bool = False) -> dict:
     """The paper's knob studies on one model (spec §5.8): lambda grid at the highest sparsity, s at each
-    sparsity, calibration count N at the highest sparsity with the authors' and the normalised D² term."""
+    sparsity, calibration count N at the highest sparsity with the authors' and the normalised D² term.
+
+    s_values may hold "L" (s = the calibration sequence length) and "auto" (the normalised D² term,
+    d2_norm="mean", at the default s: its strength no longer depends on N or L). With cached_only,
+    runs not yet in the cache are left out (a study still running in another process)."""
     top = max(sparsities)
 
     def run(sparsity, seed, nsamples=None, **options):
         spec = {**base, "method": "d2prune", "sparsity": sparsity, "seed": seed,
                 "nsamples": nsamples or base["nsamples"], "options": options}
-        return prune_and_eval(spec, cache_dir, 0, progress)["ppl"][base["eval"][0]]
+        rec = prune_and_eval(spec, cache_dir, 0, progress, cached_only)
+        return None if rec is None else rec["ppl"][base["eval"][0]]
 
-    studies = {"lambda": [], "s": [], "nsamples": []}
-    for r1 in lambda_grid:
-        for r2 in lambda_grid:
-            studies["lambda"].append({"r1": r1, "r2": r2, "sparsity": top,
-                                      "ppl": [run(top, sd, r1=r1, r2=r2) for sd in seeds]})
-    for sp in sparsities:
-        for s in s_values:
-            value = float(base["seqlen"]) if s == "L" else float(s)
-            studies["s"].append({"s": s, "s_value": value, "sparsity": sp, "ppl": [run(sp, sd, s=value) for sd in seeds]})
-    for norm in ("authors", "mean"):
-        for n in n_values:
-            studies["nsamples"].append({"nsamples": n, "d2_norm": norm, "sparsity": top,
-                                        "ppl": [run(top, sd, nsamples=n, d2_norm=norm) for sd in seeds]})
-    return studies
+    def ppls(*args, **kwargs):
+        return [p for p in (run(*args, seed=sd, **kwargs) for sd in seeds) if p is not None]
+
+    out = {"lambda": [], "s": [], "nsamples": []}
+    if "lambda" in studies:
+        for r1 in lambda_grid:
+            for r2 in lambda_grid:
+                out["lambda"].append({"r1": r1, "r2": r2, "sparsity": top, "ppl": ppls(top, r1=r1, r2=r2)})
+    if "s" in studies:
+        for sp in sparsities:
+            for s in s_values:
+                if s == "auto":
+                    out["s"].append({"s": s, "s_value": None, "sparsity": sp, "ppl": ppls(sp, d2_norm="mean")})
+                    continue
+                value = float(base["seqlen"]) if s == "L" else float(s)
+                out["s"].append({"s": s, "s_value": value, "sparsity": sp, "ppl": ppls(sp, s=value)})
+    if "nsamples" in studies:
+        for norm in ("authors", "mean"):
+            for n in n_values:
+                out["nsamples"].append({"nsamples": n, "d2_norm": norm, "sparsity": top,
+                                        "ppl": ppls(top, nsamples=n, d2_norm=norm)})
+    for rows in out.values():
+        rows[:] = [r for r in rows if r["ppl"]]
+    return out
 
 
 def _ms(values: list[float]) -> str:

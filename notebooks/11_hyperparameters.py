@@ -15,7 +15,7 @@ eval_data: str = "wiki"         # evaluation text
 eval_windows: int = 16          # perplexity windows
 seeds: list = [0, 1]            # calibration seeds
 lambda_grid: list = [0.0, 0.5, 1.0]  # values of lambda1 and lambda2
-s_values: list = [500, 1000, 1500, 2000, "L"]  # activation scales (L: the window length)
+s_values: list = [500, 1000, 1500, 2000, "L", "auto"]  # activation scales (L: the window length; auto: d2_norm="mean")
 n_values: list = [16, 32, 64, 128]  # calibration counts
 sparsities: list = [0.5, 0.7]   # sparsities (the lambda and N studies use the highest)
 use_results: bool = True        # read ../results/hparams.json when it matches

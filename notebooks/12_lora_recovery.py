@@ -21,27 +21,24 @@ eval_data: str = "wiki"         # evaluation text
 eval_windows: int = 8           # perplexity windows
 zeroshot_tasks: list = ["hellaswag", "piqa", "arc_easy"]  # zero-shot tasks (fast scorer)
 zeroshot_limit: int = 100       # examples per task
+use_results: bool = True        # read ../results/lora.json when its protocol matches these parameters
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
-import copy
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from d2p_helpers import notebook, plots, zeroshot
-from d2p_helpers.data import eval_windows as make_windows
-from d2p_helpers.evaluate import perplexity
-from d2p_helpers.experiments import dense_model
-from d2p_helpers.finetune import finetune
-from d2p_helpers.masks import sparsity_of
-from d2p_helpers.models import projection
-from d2p_helpers.prune import prune
+from d2p_helpers import notebook, plots
+from d2p_helpers.finetune import recovery_markdown, recovery_study
 
 plots.style()
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
-base, tok = dense_model(model)
-win = make_windows(tok, eval_data, seqlen, eval_windows).ids
+protocol = {"model": model, "methods": methods, "settings": settings, "calib": calib, "nsamples": nsamples,
+            "seqlen": seqlen, "seed": seed, "steps": steps, "train_seqlen": train_seqlen, "lora_r": lora_r,
+            "lora_alpha": lora_alpha, "eval_data": eval_data, "eval_windows": eval_windows,
+            "zeroshot_tasks": zeroshot_tasks, "zeroshot_limit": zeroshot_limit}
 
 # %% [markdown]
 # ## LoRA, merged sparsely
@@ -49,29 +46,24 @@ win = make_windows(tok, eval_data, seqlen, eval_windows).ids
 # LoRA trains $\Delta W = \frac{\alpha}{r} B A$ with $B \in \mathbb{R}^{d_\text{out}\times r}$,
 # $A \in \mathbb{R}^{r\times d_\text{in}}$ and the pruned $W$ frozen. Merging $W + \Delta W$ would refill every
 # zero, so we merge $W + M \odot \Delta W$ with $M = [W \neq 0]$: the model keeps its exact sparsity and N:M pattern.
+#
+# `recovery_study` prunes with each method, measures perplexity and zero-shot accuracy, trains LoRA on the
+# calibration text (resumable from `out_dir/lora/…/checkpoint`), merges sparsely and measures again. At the default
+# parameters it takes about an hour on two CPU cores, so the notebook reads `../results/lora.json`
+# (written by `bench/lora.py` with exactly these parameters) when it matches.
 
 # %%
-def measure(m):
-    zs = zeroshot.zeroshot_record(zeroshot.score_tasks(m, tok, zeroshot_tasks, zeroshot_limit, progress=False), "fast")
-    return {"ppl": perplexity(m, win, progress=False), "zeroshot_mean": zs["zeroshot_mean"]}
-
-
-rows = []
-for setting in settings:
-    shape = {"pattern": setting} if ":" in setting else {"sparsity": float(setting)}
-    for method in methods:
-        m = copy.deepcopy(base)
-        prune(m, method, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok, progress=False, **shape)
-        before = measure(m)
-        q_sparsity = sparsity_of(projection(m, 0, "q").weight)
-        res = finetune(m, tok, out / "lora" / f"{method}_{setting}", calib, steps, lora_r, lora_alpha,
-                       seqlen=train_seqlen, seed=seed)
-        after = measure(res["model"])
-        assert sparsity_of(projection(res["model"], 0, "q").weight) == q_sparsity
-        rows.append({"setting": setting, "method": method, "before": before, "after": after,
-                     "losses": res["log"]["losses"]})
-        print(f"{setting:4s} {method:10s} ppl {before['ppl']:9.2f} -> {after['ppl']:9.2f}   "
-              f"zero-shot {before['zeroshot_mean']:.3f} -> {after['zeroshot_mean']:.3f}")
+saved_file = Path("../results/lora.json")
+saved = json.loads(saved_file.read_text()) if use_results and saved_file.exists() else None
+if saved and saved["protocol"] == protocol:
+    study, source = saved, str(saved_file)
+else:
+    study, source = recovery_study(model, methods, settings, out / "lora", **{k: v for k, v in protocol.items()
+                                   if k not in ("model", "methods", "settings")}), "live run"
+rows = study["rows"]
+print(f"source: {source}\n")
+print(recovery_markdown(study, protocol))
+assert all(r["q_sparsity"][0] == r["q_sparsity"][1] for r in rows), "LoRA merge changed the sparsity"
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -81,6 +73,7 @@ for r in rows:
 labels = [f"{r['method']}\n{r['setting']}" for r in rows]
 axes[1].bar([i - 0.2 for i in range(len(rows))], [r["before"]["ppl"] for r in rows], 0.4, label="pruned")
 axes[1].bar([i + 0.2 for i in range(len(rows))], [r["after"]["ppl"] for r in rows], 0.4, label="+ LoRA")
+axes[1].axhline(study["dense"]["ppl"], color="k", ls=":", lw=1, label="dense")
 axes[1].set_xticks(range(len(rows)), labels, fontsize=7), axes[1].set_yscale("log"), axes[1].legend(fontsize=8)
 axes[0].set_xlabel("step"), axes[0].set_ylabel("training loss"), axes[0].legend(fontsize=7)
 axes[1].set_ylabel(f"{eval_data} perplexity")
@@ -89,8 +82,4 @@ fig_lora = plots.save(fig, fig_dir / "12_lora_recovery.png",
 
 # %%
 notebook.finish(out, "12_lora_recovery",
-                {"model": model, "methods": methods, "settings": settings, "calib": calib, "nsamples": nsamples,
-                 "seqlen": seqlen, "seed": seed, "steps": steps, "train_seqlen": train_seqlen, "lora_r": lora_r,
-                 "lora_alpha": lora_alpha, "eval_data": eval_data, "eval_windows": eval_windows,
-                 "zeroshot_tasks": zeroshot_tasks, "zeroshot_limit": zeroshot_limit},
-                {"rows": rows}, [fig_lora])
+                protocol, {"source": source, "dense": study["dense"], "rows": rows}, [fig_lora])

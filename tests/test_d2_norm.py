@@ -46,3 +46,20 @@ def test_normalised_equals_authors_scale_at_the_reference_n():
         ya, xa = st.d2_stats(1500.0, path, "authors")
         ym, xm = st.d2_stats(1500.0, path, "mean")
         assert torch.allclose(ya, ym, rtol=1e-4) and torch.allclose(xa, xm, rtol=1e-4)
+
+
+def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
+    """lambda=(1, 0), s=1500 and the authors' N study at the default N are the same run: one cache file."""
+    from d2p_helpers.experiments import canonical_options, hparam_study
+    assert canonical_options({"r1": 1.0, "r2": 0.0, "s": 1500.0, "d2_norm": "authors", "frozen": "v"}) == {"frozen": "v"}
+    assert canonical_options({"r1": 0.5, "d2_norm": "mean"}) == {"r1": 0.5, "d2_norm": "mean"}
+    base = {"model": "tiny-llama", "calib": "news", "nsamples": 2, "seqlen": 32, "eval": ["wiki"], "eval_windows": 1}
+    st = hparam_study(base, [0], [0.0, 1.0], [1500, "auto"], [2], [0.5], tmp_path)
+    # lambda grid 4 runs (one of them the default) + auto + N=2 mean (= auto): 5 distinct runs
+    assert len(list(tmp_path.glob("*.json"))) == 5
+    default = next(r for r in st["lambda"] if r["r1"] == 1.0 and r["r2"] == 0.0)["ppl"]
+    assert default == next(r for r in st["s"] if r["s"] == 1500)["ppl"] == st["nsamples"][0]["ppl"]
+    assert next(r for r in st["s"] if r["s"] == "auto")["ppl"] == st["nsamples"][1]["ppl"]
+    # cached_only reads the same numbers and leaves out what was never run
+    again = hparam_study(base, [0, 1], [0.0, 1.0], [1500, "auto"], [2], [0.5], tmp_path, cached_only=True)
+    assert again["lambda"] == st["lambda"] and len(list(tmp_path.glob("*.json"))) == 5

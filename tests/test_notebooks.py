@@ -23,9 +23,9 @@ TEST_PARAMETERS = {
                        "methods": ["wanda", "d2prune"]},
     "10_sparse_speedup": {"model": "tiny-llama", "nsamples": 2, "seqlen": 64},
     "11_hyperparameters": {**TINY, "use_results": False, "seeds": [0, 1], "lambda_grid": [0.0, 1.0],
-                           "s_values": [500, 1500], "n_values": [2, 4], "sparsities": [0.5]},
+                           "s_values": [500, "auto"], "n_values": [2, 4], "sparsities": [0.5]},
     "12_lora_recovery": {"model": "tiny-llama", "nsamples": 2, "seqlen": 64, "eval_windows": 1, "steps": 2,
-                         "train_seqlen": 32, "zeroshot_limit": 4, "zeroshot_tasks": ["piqa"],
+                         "train_seqlen": 32, "zeroshot_limit": 4, "zeroshot_tasks": ["piqa"], "use_results": False,
                          "methods": ["sparsegpt", "d2prune"]},
 }
 
