@@ -14,7 +14,7 @@ from d2p_helpers.finetune import recovery_markdown, recovery_study  # noqa: E402
 from d2p_helpers.record import versions, write_json, write_text  # noqa: E402
 
 PROTOCOL = {"model": "smollm2-135m", "methods": ["sparsegpt", "wanda", "d2prune"], "settings": ["0.6", "2:4"],
-            "calib": "news", "nsamples": 16, "seqlen": 512, "seed": 0, "steps": 200, "train_seqlen": 128,
+            "calib": "news", "nsamples": 16, "seqlen": 512, "seed": 0, "steps": 100, "train_seqlen": 128,
             "lora_r": 8, "lora_alpha": 16, "eval_data": "wiki", "eval_windows": 8,
             "zeroshot_tasks": ["hellaswag", "piqa", "arc_easy"], "zeroshot_limit": 100}
 

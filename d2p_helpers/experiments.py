@@ -71,6 +71,22 @@ def prune_and_eval(spec: dict, cache_dir: str | Path | None = None, attention_wi
     return rec
 
 
+def method_table(base: dict, methods: list[str], settings: list[str], cache_dir=None) -> dict:
+    """{"method@setting": {mean, std, n}} of perplexity on base's first eval text, one seed (base["seed"]),
+    in the shape of results/bench.json's table; "dense@0" is the unpruned model."""
+    text = base["eval"][0]
+
+    def cell(spec):
+        return {"mean": prune_and_eval(spec, cache_dir)["ppl"][text], "std": 0.0, "n": 1}
+
+    table = {"dense@0": cell({**base, "method": "dense"})}
+    for s in settings:
+        shape = {"pattern": s} if ":" in s else {"sparsity": float(s)}
+        for m in methods:
+            table[f"{m}@{s}"] = cell({**base, **shape, "method": m})
+    return table
+
+
 QKV_CONFIGS = {"freeze q": "q", "freeze k": "k", "freeze v": "v", "all updated (none frozen)": "none",
                "no q/k/v updated (all frozen)": "all", "auto:ppl": "auto:ppl", "auto:kl": "auto:kl",
                "auto:outlier": "auto:outlier"}

@@ -89,7 +89,7 @@ def save_finetuned(model, tokenizer, out_dir: str | Path, log: dict) -> Path:
 
 
 def recovery_study(model_name: str, methods: list[str], settings: list[str], work_dir: str | Path, *,
-                   calib: str = "news", nsamples: int = 16, seqlen: int = 512, seed: int = 0, steps: int = 200,
+                   calib: str = "news", nsamples: int = 16, seqlen: int = 512, seed: int = 0, steps: int = 100,
                    train_seqlen: int = 128, lora_r: int = 8, lora_alpha: int = 16, eval_data: str = "wiki",
                    eval_windows: int = 8, zeroshot_tasks: tuple = ("hellaswag", "piqa", "arc_easy"),
                    zeroshot_limit: int = 100, progress: bool = True) -> dict:

@@ -68,6 +68,11 @@ win = calibration_windows(tok, calib, nsamples, seqlen, seed)
 inputs = capture_block_inputs(lm, blocks, [{"input_ids": w[None]} for w in win.ids], "cpu")
 for b in range(block_index):
     inputs.hidden = run_block(blocks[b], inputs)
+
+# %% [markdown]
+# A forward hook on the chosen projection records its input $X_0$ (all calibration tokens as columns).
+
+# %%
 lin_name = adapter.qkv_names(blocks[block_index])[layer]
 lin = adapter.linears(blocks[block_index])[lin_name]
 captured = []
@@ -93,7 +98,11 @@ for hd in handles:
 Wp = solve_linear("sparsegpt", W0, stats["lin"], PruneConfig(method="sparsegpt", sparsity=0.5))[0]
 dW_full = Wp - W0
 
+# %% [markdown]
+# We scale the update and the perturbation together, $\delta W = t\,\Delta W$ and $\delta X = \lambda X_0$ with
+# $\lambda = 0.1t$: as $t \to 0$ everything above second order must vanish.
 
+# %%
 def pieces(t: float, lam: float) -> dict:
     dW, dX = t * dW_full, lam * X0
     exact = float(((W0 + dW) @ (X0 + dX) - Y0).pow(2).sum())

@@ -96,6 +96,12 @@ for label in ("dense", "SparseGPT", "freeze v"):
               tokenizer=tok, progress=False, **cfg["options"])
     maps[label] = head_averaged_map(m, {"input_ids": ids})
     peaks[label] = float(maps[label][1:].max(-1).values.mean())
+
+# %% [markdown]
+# One colour scale for all three maps (the dense map's maximum without the first four queries and the first
+# key, the attention sink), so that a flatter or sharper distribution shows as a paler or brighter diagonal.
+
+# %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
 vmax = float(maps["dense"][4:, 1:].max())
 for ax, (label, mp) in zip(axes, maps.items()):

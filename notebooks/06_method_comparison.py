@@ -28,7 +28,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from d2p_helpers import notebook, plots
-from d2p_helpers.experiments import prune_and_eval
+from d2p_helpers.experiments import method_table
 from d2p_helpers.paper import OPT125M_PPL
 
 plots.style()
@@ -49,15 +49,9 @@ if use_results and bench_file.exists():
              for k, v in bench["table"].items()}
     source, protocol = str(bench_file), bench["protocol"]
 else:
-    base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
-            "eval": [eval_data], "eval_windows": eval_windows}
-    table = {"dense@0": {"mean": prune_and_eval({**base, "method": "dense"}, cache_dir)["ppl"][eval_data], "std": 0, "n": 1}}
-    for s in settings:
-        shape = {"pattern": s} if ":" in s else {"sparsity": float(s)}
-        for m in methods:
-            table[f"{m}@{s}"] = {"mean": prune_and_eval({**base, **shape, "method": m}, cache_dir)["ppl"][eval_data],
-                                 "std": 0.0, "n": 1}
-    source, protocol = "live run", base
+    protocol = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                "eval": [eval_data], "eval_windows": eval_windows}
+    table, source = method_table(protocol, methods, settings, cache_dir), "live run"
 print(f"source: {source}\nprotocol: {protocol}")
 print(f"{'method':14s}" + "".join(f"{s:>16s}" for s in settings))
 for m in methods:

@@ -24,10 +24,7 @@ cache_dir: str = "../results/cache"  # cached runs shared with bench/hparams.py
 
 # %%
 import json
-import statistics
 from pathlib import Path
-
-import matplotlib.pyplot as plt
 
 from d2p_helpers import notebook, plots
 from d2p_helpers.experiments import hparam_markdown, hparam_study
@@ -59,27 +56,12 @@ print(f"source: {source}")
 print(hparam_markdown(studies, base, seeds))
 assert studies["lambda"] and studies["s"] and studies["nsamples"]
 
+# %% [markdown]
+# Left to right: our λ grid, the paper's (OPT-125M at 80%: another model, shown for its shape), the scale $s$ at
+# each sparsity, and the calibration count $N$ with both accumulations (error bars: spread over seeds).
+
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-grid = sorted({r["r1"] for r in studies["lambda"]})
-mat = [[statistics.mean(next(r["ppl"] for r in studies["lambda"] if r["r1"] == a and r["r2"] == b)) for b in grid] for a in grid]
-im = axes[0].imshow(mat, cmap="viridis_r")
-axes[0].set_xticks(range(len(grid)), grid), axes[0].set_yticks(range(len(grid)), grid)
-axes[0].set_xlabel("λ₂"), axes[0].set_ylabel("λ₁"), axes[0].set_title("ours: ppl over the λ grid")
-fig.colorbar(im, ax=axes[0])
-for sp in sorted({r["sparsity"] for r in studies["s"]}):
-    rs = [r for r in studies["s"] if r["sparsity"] == sp]
-    axes[1].errorbar([str(r["s"]) for r in rs], [statistics.mean(r["ppl"]) for r in rs],
-                     yerr=[statistics.pstdev(r["ppl"]) for r in rs], marker="o", capsize=3, label=f"{sp:.0%}")
-axes[1].set_xlabel("s"), axes[1].set_ylabel("ppl"), axes[1].set_title("ours: scale s"), axes[1].legend(fontsize=8)
-for norm in ("authors", "mean"):
-    rs = [r for r in studies["nsamples"] if r["d2_norm"] == norm]
-    axes[2].errorbar([r["nsamples"] for r in rs], [statistics.mean(r["ppl"]) for r in rs],
-                     yerr=[statistics.pstdev(r["ppl"]) for r in rs], marker="o", capsize=3, label=f"ours, {norm}")
-ax2 = axes[2].twinx()
-ax2.plot(list(OPT125M_NSAMPLES_80), list(OPT125M_NSAMPLES_80.values()), "k:", marker="s", label="paper OPT-125M, 80% (right axis)")
-axes[2].set_xscale("log", base=2), axes[2].set_xlabel("calibration windows N"), axes[2].set_ylabel("ppl (ours)")
-axes[2].set_title("N: ours vs the paper (another model)"), axes[2].legend(fontsize=7, loc="upper left"), ax2.legend(fontsize=7)
+fig = plots.hparam_figure(studies, OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80)
 fig_h = plots.save(fig, fig_dir / "11_hyperparameters.png", caption=notebook.caption(model=model, calib=calib, seeds=seeds))
 print("paper OPT-125M λ grid at 80% (another model): best", min(OPT125M_LAMBDA_80, key=OPT125M_LAMBDA_80.get))
 
