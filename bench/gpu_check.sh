@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One short script for a machine with a CUDA GPU (< 8 minutes): 2:4 GEMM timings for LLaMA-7B shapes (paper
 # Table 16) and the paper's calibration protocol (128 x 2048) on the embedded model. Writes JSON under $1.
+# Budget: GEMM timings (< 1 min) + four prunings capped at 100 s each.
 # Usage: bench/gpu_check.sh OUT_DIR      (needs `make setup` first; on a CPU it says what it would do and stops)
 set -euo pipefail
 OUT="${1:?usage: bench/gpu_check.sh OUT_DIR}"
@@ -23,7 +24,7 @@ PY
 for m in sparsegpt d2prune; do
   for shape in "--sparsity 0.5" "--pattern 2:4"; do
     tag=$(echo "$m $shape" | tr -c 'a-z0-9' '_')
-    timeout 150 .venv/bin/d2p prune --model smollm2-135m --dtype float16 --device cuda --method $m $shape \
+    timeout 100 .venv/bin/d2p prune --model smollm2-135m --dtype float16 --device cuda --method $m $shape \
       --calib news --nsamples 128 --seqlen 2048 --eval wiki,news:val --out "$OUT/paper_protocol_$tag.json" --no-progress \
       || echo "run $m $shape did not finish in time"
   done
