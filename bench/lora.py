@@ -20,9 +20,16 @@ PROTOCOL = {"model": "smollm2-135m", "methods": ["sparsegpt", "wanda", "d2prune"
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--work", default=str(ROOT / "runs" / "lora"), help="checkpoints (resumable)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "lora"), help="checkpoints and finished rows (resumable)")
+    ap.add_argument("--settings", default=None,
+                    help="only these settings (comma list), e.g. one per process; the results are written "
+                         "only by a run over all settings, which reuses the finished rows")
     a = ap.parse_args()
     p = PROTOCOL
+    if a.settings:
+        recovery_study(p["model"], p["methods"], a.settings.split(","), a.work,
+                       **{k: v for k, v in p.items() if k not in ("model", "methods", "settings")})
+        sys.exit(0)
     study = recovery_study(p["model"], p["methods"], p["settings"], a.work,
                            **{k: v for k, v in p.items() if k not in ("model", "methods", "settings")})
     write_json(ROOT / "results" / "lora.json", {"protocol": p, **study, "versions": versions()})

@@ -44,13 +44,21 @@ def finetune(model, tokenizer, out_dir: str | Path, data: str = "news", steps: i
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     windows = training_windows(tokenizer, data, seqlen, steps * batch_size, seed)
-    log = {"losses": [], "resumed_from": 0}
+    log, spent = {"losses": [], "resumed_from": 0}, 0.0     # spent: training seconds of earlier calls
+    # what must match to resume; more steps than last time is allowed (training continues)
+    config = {"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+              "targets": list(targets), "lr": lr, "seqlen": seqlen, "batch_size": batch_size, "data": data, "seed": seed}
     if (ckpt / "state.pt").exists():
         state = torch.load(ckpt / "state.pt", weights_only=False)
+        if state.get("config", config) != config:
+            differ = ", ".join(f"{k} {state['config'].get(k)} -> {v}" for k, v in config.items()
+                               if state["config"].get(k) != v)
+            raise ValueError(f"the checkpoint in {ckpt} was trained with other settings ({differ}); "
+                             "use another output folder or delete it")
         for p, v in zip(params, state["params"]):
             p.data.copy_(v)
         opt.load_state_dict(state["optimizer"])
-        log = {"losses": state["losses"], "resumed_from": state["step"]}
+        log, spent = {"losses": state["losses"], "resumed_from": state["step"]}, state.get("seconds", 0.0)
     start = len(log["losses"])
     peft_model.train()
     t0 = time.perf_counter()
@@ -67,7 +75,8 @@ def finetune(model, tokenizer, out_dir: str | Path, data: str = "news", steps: i
             ckpt.mkdir(parents=True, exist_ok=True)
             tmp = ckpt / "state.pt.tmp"
             torch.save({"params": [p.detach().clone() for p in params], "optimizer": opt.state_dict(),
-                        "losses": log["losses"], "step": step + 1}, tmp)
+                        "losses": log["losses"], "step": step + 1, "config": config,
+                        "seconds": spent + time.perf_counter() - t0}, tmp)
             tmp.replace(ckpt / "state.pt")
     peft_model.eval()
     merged = peft_model.merge_and_unload()
@@ -76,7 +85,7 @@ def finetune(model, tokenizer, out_dir: str | Path, data: str = "news", steps: i
             merged.get_submodule(name).weight.mul_(mask)   # keep the pruned weights exactly zero
     log.update({"steps": steps, "lora_r": lora_r, "lora_alpha": lora_alpha, "targets": list(targets), "lr": lr,
                 "seqlen": seqlen, "batch_size": batch_size, "data": data, "seed": seed,
-                "train_seconds": round(time.perf_counter() - t0, 1)})
+                "train_seconds": round(spent + time.perf_counter() - t0, 1)})
     return {"model": merged, "log": log}
 
 
@@ -112,20 +121,41 @@ def recovery_study(model_name: str, methods: list[str], settings: list[str], wor
         return {"ppl": perplexity(m, win, progress=False),
                 "zeroshot_mean": zeroshot.zeroshot_record(scores, "fast")["zeroshot_mean"]}
 
-    out = {"dense": measure(base), "rows": []}
-    for setting in settings:
+    work = Path(work_dir)
+    protocol = {"model": model_name, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                "steps": steps, "train_seqlen": train_seqlen, "lora_r": lora_r, "lora_alpha": lora_alpha,
+                "eval_data": eval_data, "eval_windows": eval_windows, "zeroshot_tasks": list(zeroshot_tasks),
+                "zeroshot_limit": zeroshot_limit}
+
+    def cached(path: Path, compute):
+        """Each measured row is kept beside its checkpoint: a study interrupted (or split across processes
+        by settings) reuses every row finished under the same protocol."""
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved["protocol"] == protocol:
+                return saved["result"]
+        result = compute()
+        write_json(path, {"protocol": protocol, "result": result})
+        return result
+
+    def one_row(method: str, setting: str) -> dict:
+        m = copy.deepcopy(base)
         shape = {"pattern": setting} if ":" in setting else {"sparsity": float(setting)}
+        rep = prune(m, method, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok,
+                    progress=False, **shape)
+        before, q_before = measure(m), sparsity_of(projection(m, 0, "q").weight)
+        res = finetune(m, tok, work / f"{method}_{setting}", calib, steps, lora_r, lora_alpha,
+                       seqlen=train_seqlen, seed=seed, progress=progress)
+        return {"setting": setting, "method": method, "before": before, "after": measure(res["model"]),
+                "q_sparsity": [q_before, sparsity_of(projection(res["model"], 0, "q").weight)],
+                "prune_seconds": rep.prune_seconds, "train_seconds": res["log"]["train_seconds"],
+                "losses": res["log"]["losses"]}
+
+    out = {"dense": cached(work / "dense.json", lambda: measure(base)), "rows": []}
+    for setting in settings:
         for method in methods:
-            m = copy.deepcopy(base)
-            rep = prune(m, method, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok,
-                        progress=False, **shape)
-            before, q_before = measure(m), sparsity_of(projection(m, 0, "q").weight)
-            res = finetune(m, tok, Path(work_dir) / f"{method}_{setting}", calib, steps, lora_r, lora_alpha,
-                           seqlen=train_seqlen, seed=seed, progress=progress)
-            row = {"setting": setting, "method": method, "before": before, "after": measure(res["model"]),
-                   "q_sparsity": [q_before, sparsity_of(projection(res["model"], 0, "q").weight)],
-                   "prune_seconds": rep.prune_seconds, "train_seconds": res["log"]["train_seconds"],
-                   "losses": res["log"]["losses"]}
+            row = cached(work / f"{method}_{setting}" / "row.json",
+                         lambda method=method, setting=setting: one_row(method, setting))
             out["rows"].append(row)
             if progress:
                 print(f"{setting:4s} {method:10s} ppl {row['before']['ppl']:9.2f} -> {row['after']['ppl']:9.2f}   "

@@ -50,3 +50,30 @@ def test_cli_finetune_writes_model_and_log(tmp_path):
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "ft" / "model")
     w = again.model.layers[0].mlp.up_proj.weight
     assert abs(float((w == 0).float().mean()) - 0.6) < 0.01
+
+
+def test_recovery_study_reuses_finished_rows_only_under_the_same_protocol(tmp_path, monkeypatch):
+    import d2p_helpers.prune as prune_pkg
+    from d2p_helpers.finetune import recovery_study
+    kw = dict(nsamples=2, seqlen=32, steps=2, train_seqlen=16, eval_windows=1, zeroshot_tasks=["piqa"],
+              zeroshot_limit=2, progress=False)
+    first = recovery_study("tiny-llama", ["wanda"], ["0.5"], tmp_path, **kw)
+    row = first["rows"][0]
+    assert row["q_sparsity"][0] == row["q_sparsity"][1] and len(row["losses"]) == 2 and row["train_seconds"] > 0
+    calls = []
+    monkeypatch.setattr(prune_pkg, "prune", lambda *a, **k: calls.append(a))
+    again = recovery_study("tiny-llama", ["wanda"], ["0.5"], tmp_path, **kw)
+    assert again == first and not calls                     # every row came from its row.json
+    monkeypatch.undo()
+    other = recovery_study("tiny-llama", ["wanda"], ["0.5"], tmp_path, **{**kw, "zeroshot_limit": 3})
+    assert json.loads((tmp_path / "wanda_0.5" / "row.json").read_text())["protocol"]["zeroshot_limit"] == 3
+    assert other["rows"][0]["losses"] == row["losses"]      # the LoRA checkpoint itself is reused
+
+
+def test_resuming_with_other_training_settings_is_refused(tmp_path):
+    import pytest
+    model, tok = tiny("tiny-llama")
+    finetune(model, tok, tmp_path / "ft", steps=2, seqlen=16, batch_size=1, progress=False, save_every=1)
+    model, tok = tiny("tiny-llama")
+    with pytest.raises(ValueError, match="lr 0.0002 -> 0.001"):
+        finetune(model, tok, tmp_path / "ft", steps=2, seqlen=16, batch_size=1, lr=1e-3, progress=False)
