@@ -53,6 +53,7 @@ def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
     from d2p_helpers.experiments import canonical_options, hparam_study
     assert canonical_options({"r1": 1.0, "r2": 0.0, "s": 1500.0, "d2_norm": "authors", "frozen": "v"}) == {"frozen": "v"}
     assert canonical_options({"r1": 0.5, "d2_norm": "mean"}) == {"r1": 0.5, "d2_norm": "mean"}
+    assert str(canonical_options({"r1": 0, "r2": 1})) == str(canonical_options({"r1": 0.0, "r2": 1.0}))
     base = {"model": "tiny-llama", "calib": "news", "nsamples": 2, "seqlen": 32, "eval": ["wiki"], "eval_windows": 1}
     st = hparam_study(base, [0], [0.0, 1.0], [1500, "auto"], [2], [0.5], tmp_path)
     # lambda grid 4 runs (one of them the default) + auto + N=2 mean (= auto): 5 distinct runs
