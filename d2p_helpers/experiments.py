@@ -181,6 +181,28 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+# expected range of k independent standard normal draws (the d2 constant of control charts)
+_RANGE_OF_NORMALS = {2: 1.128, 3: 1.693, 4: 2.059, 5: 2.326, 6: 2.534, 7: 2.704, 8: 2.847, 9: 2.970, 10: 3.078}
+
+
+def knob_effect(rows: list[dict]) -> str:
+    """How far a knob moves perplexity, beside how far seed noise alone would move the same means: k means of
+    n seeds each, with seed std σ, span about d2(k) · σ / √n when the knob does nothing."""
+    import math
+    import statistics
+    rows = [r for r in rows if len(r["ppl"]) > 1]
+    if len(rows) < 2:
+        return "too few settings with two or more seeds to compare"
+    means = [statistics.mean(r["ppl"]) for r in rows]
+    sigma = math.sqrt(statistics.mean(statistics.variance(r["ppl"]) for r in rows))
+    n = min(len(r["ppl"]) for r in rows)
+    noise = _RANGE_OF_NORMALS[min(len(rows), 10)] * sigma / math.sqrt(n)
+    lo, hi = min(means), max(means)
+    verdict = "beyond" if hi - lo > 2 * noise else "within" if hi - lo < noise * 1.5 else "at the edge of"
+    return (f"means span {lo:.2f}–{hi:.2f} ({(hi - lo) / lo:.0%} of the best); seed noise alone would span about "
+            f"{noise:.1f} ({len(rows)} settings × {n} seeds, seed std {sigma:.1f}): {verdict} noise")
+
+
 def hparam_markdown(studies: dict, base: dict, seeds: list[int]) -> str:
     lines = [f"# Hyper-parameter studies (model `{base['model']}`)", "",
              f"D²Prune, calibration `{base['calib']}` {base['nsamples']} × {base['seqlen']} unless N varies; perplexity "
@@ -193,15 +215,19 @@ def hparam_markdown(studies: dict, base: dict, seeds: list[int]) -> str:
     for r1 in rows:
         cells = {r["r2"]: _ms(r["ppl"]) for r in studies["lambda"] if r["r1"] == r1}
         lines.append(f"| {r1:g} | " + " | ".join(cells.get(g, "–") for g in cols) + " |")
+    lines += ["", f"Effect: {knob_effect(studies['lambda'])}."]
     sps = sorted({r["sparsity"] for r in studies["s"]})
     lines += ["", "## Scale s", "", "| s | " + " | ".join(f"{x:g}" for x in sps) + " |", "|---|" + "---|" * len(sps)]
     for s in dict.fromkeys(r["s"] for r in studies["s"]):
         cells = {r["sparsity"]: _ms(r["ppl"]) for r in studies["s"] if r["s"] == s}
         lines.append(f"| {s} | " + " | ".join(cells.get(x, "–") for x in sps) + " |")
+    lines += [""] + [f"Effect at {x:g}: {knob_effect([r for r in studies['s'] if r['sparsity'] == x])}." for x in sps]
     ns = sorted({r["nsamples"] for r in studies["nsamples"]})
     lines += ["", "## Calibration count N (authors' accumulation vs normalised D² term)", "",
               "| D² statistics | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
     for norm in ("authors", "mean"):
         cells = {r["nsamples"]: _ms(r["ppl"]) for r in studies["nsamples"] if r["d2_norm"] == norm}
         lines.append(f"| {norm} | " + " | ".join(cells.get(n, "–") for n in ns) + " |")
+    lines += [""] + [f"Effect of N, {norm}: {knob_effect([r for r in studies['nsamples'] if r['d2_norm'] == norm])}."
+                     for norm in ("authors", "mean")]
     return "\n".join(lines) + "\n"

@@ -64,3 +64,12 @@ def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
     # cached_only reads the same numbers and leaves out what was never run
     again = hparam_study(base, [0, 1], [0.0, 1.0], [1500, "auto"], [2], [0.5], tmp_path, cached_only=True)
     assert again["lambda"] == st["lambda"] and len(list(tmp_path.glob("*.json"))) == 5
+
+
+def test_knob_effect_compares_the_spread_with_seed_noise():
+    from d2p_helpers.experiments import knob_effect
+    flat = [{"ppl": [100 + d, 100 - d]} for d in (5, 3, 4, 6)]                 # same mean, seed noise only
+    steep = [{"ppl": [m + 1, m - 1]} for m in (100, 130, 160, 190)]
+    assert knob_effect(flat).endswith("within noise") and "100.00–100.00" in knob_effect(flat)
+    assert knob_effect(steep).endswith("beyond noise") and "(90% of the best)" in knob_effect(steep)
+    assert knob_effect([{"ppl": [1.0]}, {"ppl": [2.0]}]).startswith("too few")
