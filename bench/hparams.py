@@ -36,4 +36,11 @@ if __name__ == "__main__":
     write_json(ROOT / "results" / "hparams.json", {"protocol": BASE, "seeds": seeds, "studies": studies,
                                                   "versions": versions()})
     write_text(ROOT / "results" / "hparams.md", hparam_markdown(studies, BASE, seeds))
+    if all(studies.values()):
+        from d2p_helpers import plots
+        from d2p_helpers.paper import OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80
+        plots.style()
+        plots.save(plots.hparam_figure(studies, OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80), ROOT / "figures" / "hparams.png",
+                   caption=f"calib {BASE['calib']} {BASE['nsamples']}x{BASE['seqlen']} (N varies in the last panel), "
+                           f"eval {BASE['eval'][0]} test; seeds {seeds}; error bars: spread over seeds")
     print((ROOT / "results" / "hparams.md").read_text())

@@ -220,7 +220,7 @@ def hparam_markdown(studies: dict, base: dict, seeds: list[int]) -> str:
     lines += ["", "## Scale s", "", "| s | " + " | ".join(f"{x:g}" for x in sps) + " |", "|---|" + "---|" * len(sps)]
     for s in dict.fromkeys(r["s"] for r in studies["s"]):
         cells = {r["sparsity"]: _ms(r["ppl"]) for r in studies["s"] if r["s"] == s}
-        lines.append(f"| {s} | " + " | ".join(cells.get(x, "–") for x in sps) + " |")
+        lines.append(f"| {s if isinstance(s, str) else format(s, 'g')} | " + " | ".join(cells.get(x, "–") for x in sps) + " |")
     lines += [""] + [f"Effect at {x:g}: {knob_effect([r for r in studies['s'] if r['sparsity'] == x])}." for x in sps]
     ns = sorted({r["nsamples"] for r in studies["nsamples"]})
     lines += ["", "## Calibration count N (authors' accumulation vs normalised D² term)", "",

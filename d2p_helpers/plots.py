@@ -68,9 +68,13 @@ def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict):
     _grid_image(axes[1], fig, paper_lambda, "paper OPT-125M at 80% (another model)")
     for sp in sorted({r["sparsity"] for r in studies["s"]}):
         rs = [r for r in studies["s"] if r["sparsity"] == sp]
-        axes[2].errorbar([str(r["s"]) for r in rs], [statistics.mean(r["ppl"]) for r in rs],
-                         yerr=[statistics.pstdev(r["ppl"]) for r in rs], marker="o", capsize=3, label=f"{sp:.0%}")
-    axes[2].set_xlabel("s"), axes[2].set_ylabel("ppl"), axes[2].set_yscale("log")
+        ref = next((statistics.mean(r["ppl"]) for r in rs if r["s"] != "auto" and float(r["s_value"]) == 1500), None)
+        ref = ref or statistics.mean(rs[0]["ppl"])
+        axes[2].errorbar([r["s"] if isinstance(r["s"], str) else f"{r['s']:g}" for r in rs],
+                         [statistics.mean(r["ppl"]) / ref for r in rs], yerr=[statistics.pstdev(r["ppl"]) / ref for r in rs],
+                         marker="o", capsize=3, label=f"{sp:.0%}")
+    axes[2].axhline(1, color="#444444", lw=0.8)
+    axes[2].set_xlabel("s"), axes[2].set_ylabel("ppl ÷ ppl at s = 1500")
     axes[2].set_title("ours: scale s (auto = normalised D² term)", fontsize=9), axes[2].legend(fontsize=8)
     for norm in ("authors", "mean"):
         rs = [r for r in studies["nsamples"] if r["d2_norm"] == norm]
@@ -81,6 +85,7 @@ def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict):
               label="paper OPT-125M, 80% (right axis)")
     axes[3].set_xscale("log", base=2), axes[3].set_xlabel("calibration windows N"), axes[3].set_ylabel("ppl (ours)")
     axes[3].set_title("N: ours vs the paper (another model)", fontsize=9)
-    axes[3].legend(fontsize=7, loc="upper left"), twin.legend(fontsize=7, loc="upper right")
+    twin.grid(False), twin.set_ylabel("paper ppl")
+    axes[3].legend(fontsize=7, loc="lower left"), twin.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
