@@ -18,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from d2p_helpers.paper import OPT125M_PPL  # noqa: E402
+from d2p_helpers.paper import opt125m_ppl  # noqa: E402
+from d2p_helpers.prune.cli_args import setting_flags  # noqa: E402
 from d2p_helpers.record import write_json, write_text  # noqa: E402
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
@@ -49,8 +50,7 @@ def command(method: str, setting: str, seed: int, out: Path) -> list[str]:
             "--seed", str(seed), "--out", str(out), "--no-progress"]
     if method == "dense":
         return base
-    shape = ["--pattern", setting] if ":" in setting else ["--sparsity", setting]
-    return base + ["--method", method, *shape, "--calib", p["calib"], "--nsamples", str(p["nsamples"])]
+    return base + ["--method", method, *setting_flags(setting), "--calib", p["calib"], "--nsamples", str(p["nsamples"])]
 
 
 def run_all(limit_minutes: float | None) -> None:
@@ -156,8 +156,7 @@ def markdown(table: dict, records: list[dict]) -> str:
         for base in ("sparsegpt", "wanda"):
             b = table.get(f"{base}@{s}")
             cells.append(rel(ours["wiki"]["mean"], b["wiki"]["mean"]) if ours and b else "–")
-        key = {"0.5": "50", "0.6": "60", "0.7": "70", "0.8": "80", "2:4": "2:4"}.get(s)
-        paper = OPT125M_PPL.get(key) if key else None
+        paper = opt125m_ppl(s)
         pcells = [rel(paper["D2Prune"], paper[b]) if paper else "–" for b in ("SparseGPT", "Wanda")]
         lines.append(f"| {s} | " + " | ".join(cells + pcells) + " |")
     lines += ["", "## Cost", "", "| method | mean prune seconds (50%) | prune ÷ two forward passes | peak RSS MB |",
@@ -197,7 +196,7 @@ def figure(table: dict) -> Path:
         base = [table.get(f"sparsegpt@{s}", {}).get("wiki", {}).get("mean", float("nan")) for s in xs]
         rel.errorbar(xs, [y / b for y, b in zip(ys, base)], yerr=[e / b for e, b in zip(es, base)], marker="o",
                      capsize=3, label=m, color=plots.METHOD_COLORS[m])
-    paper = [OPT125M_PPL.get(s if ":" in s else str(round(float(s) * 100))) for s in xs]
+    paper = [opt125m_ppl(s) for s in xs]
     rel.plot(xs, [p["D2Prune"] / p["SparseGPT"] if p else float("nan") for p in paper], "k*", ms=10,
              label="paper OPT-125M: D²Prune / SparseGPT")
     if "dense@0" in table:

@@ -26,12 +26,9 @@ if __name__ == "__main__":
                          "only by a run over all settings, which reuses the finished rows")
     a = ap.parse_args()
     p = PROTOCOL
+    study = recovery_study(a.work, **{**p, "settings": a.settings.split(",") if a.settings else p["settings"]})
     if a.settings:
-        recovery_study(p["model"], p["methods"], a.settings.split(","), a.work,
-                       **{k: v for k, v in p.items() if k not in ("model", "methods", "settings")})
         sys.exit(0)
-    study = recovery_study(p["model"], p["methods"], p["settings"], a.work,
-                           **{k: v for k, v in p.items() if k not in ("model", "methods", "settings")})
     write_json(ROOT / "results" / "lora.json", {"protocol": p, **study, "versions": versions()})
     write_text(ROOT / "results" / "lora.md", recovery_markdown(study, p))
     print((ROOT / "results" / "lora.md").read_text())

@@ -19,7 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from d2p_helpers.paper import OPT125M_PPL  # noqa: E402
+from d2p_helpers.paper import opt125m_ppl  # noqa: E402
+from d2p_helpers.prune.cli_args import setting_flags  # noqa: E402
 from d2p_helpers.record import write_json, write_text  # noqa: E402
 
 PAPER = {"model": "facebook/opt-125m", "calib": "c4", "eval": "wikitext2"}
@@ -49,8 +50,7 @@ def resolve(probe: bool) -> tuple[dict, dict]:
 
 
 def command(p: dict, method: str, setting: str, out: Path, a) -> list[str]:
-    shape = ["--pattern", setting] if ":" in setting else ["--sparsity", setting]
-    return [sys.executable, "-m", "d2p_helpers.cli", "prune", "--model", p["model"], "--method", method, *shape,
+    return [sys.executable, "-m", "d2p_helpers.cli", "prune", "--model", p["model"], "--method", method, *setting_flags(setting),
             "--calib", p["calib"], "--nsamples", str(a.nsamples), "--seqlen", str(a.seqlen), "--eval", p["eval"],
             "--device", a.device, "--dtype", a.dtype, "--out", str(out), "--no-progress",
             *(["--eval-windows", str(a.eval_windows)] if a.eval_windows else [])]
@@ -67,7 +67,7 @@ def markdown(p: dict, swaps: dict, records: dict, a) -> str:
         label = METHODS[method]
         ours = [records.get((method, s)) for s in settings]
         lines.append(f"| {method} | " + " | ".join(f"{r['ppl'][p['eval']]:.2f}" if r else "–" for r in ours) + " |")
-        paper = [OPT125M_PPL.get(s if ":" in s else str(round(float(s) * 100)), {}).get(label) for s in settings]
+        paper = [(opt125m_ppl(s) or {}).get(label) for s in settings]
         lines.append(f"| paper OPT-125M {label} | " + " | ".join(f"{v:.2f}" if v else "–" for v in paper) + " |")
     return "\n".join(lines) + "\n"
 

@@ -164,11 +164,8 @@ def run(args) -> dict:
                           "ppl_definition": "exp(mean next-token NLL over non-overlapping windows of the joined test text)"}
     if args.zeroshot:
         from . import zeroshot as zs
-        if args.zeroshot_engine == "lm-eval":
-            results = zs.run_lm_eval(model, tok, args.zeroshot, args.limit)
-        else:
-            results = zs.score_tasks(model, tok, args.zeroshot, args.limit, progress=not args.no_progress)
-        record.update(zs.zeroshot_record(results, args.zeroshot_engine))
+        record.update(zs.evaluate(model, tok, args.zeroshot, args.limit, args.zeroshot_engine,
+                                  progress=not args.no_progress))
         record["protocol"]["zeroshot_limit"] = args.limit
     if reference is not None:
         from .attention import compare_attention

@@ -76,6 +76,7 @@ def prune_and_eval(spec: dict, cache_dir: str | Path | None = None, attention_wi
 def method_table(base: dict, methods: list[str], settings: list[str], cache_dir=None) -> dict:
     """{"method@setting": {mean, std, n}} of perplexity on base's first eval text, one seed (base["seed"]),
     in the shape of results/bench.json's table; "dense@0" is the unpruned model."""
+    from .prune import setting_kwargs
     text = base["eval"][0]
 
     def cell(spec):
@@ -83,9 +84,8 @@ def method_table(base: dict, methods: list[str], settings: list[str], cache_dir=
 
     table = {"dense@0": cell({**base, "method": "dense"})}
     for s in settings:
-        shape = {"pattern": s} if ":" in s else {"sparsity": float(s)}
         for m in methods:
-            table[f"{m}@{s}"] = cell({**base, **shape, "method": m})
+            table[f"{m}@{s}"] = cell({**base, **setting_kwargs(s), "method": m})
     return table
 
 

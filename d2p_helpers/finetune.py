@@ -97,14 +97,15 @@ def save_finetuned(model, tokenizer, out_dir: str | Path, log: dict) -> Path:
     return out
 
 
-def recovery_study(model_name: str, methods: list[str], settings: list[str], work_dir: str | Path, *,
+def recovery_study(work_dir: str | Path, *, model: str, methods: list[str], settings: list[str],
                    calib: str = "news", nsamples: int = 16, seqlen: int = 512, seed: int = 0, steps: int = 100,
                    train_seqlen: int = 128, lora_r: int = 8, lora_alpha: int = 16, eval_data: str = "wiki",
                    eval_windows: int = 8, zeroshot_tasks: tuple = ("hellaswag", "piqa", "arc_easy"),
                    zeroshot_limit: int = 100, progress: bool = True) -> dict:
     """The paper's Table 4 question on one model: prune with each method, measure, LoRA-tune on the
     calibration text, measure again. Returns {"dense": ..., "rows": [...]} with perplexity, zero-shot
-    mean, the training losses and each q projection's sparsity before and after (they must agree)."""
+    mean, the training losses and each q projection's sparsity before and after (they must agree).
+    The keywords are the protocol that bench/lora.py records, so a caller passes its protocol dict."""
     import copy
     from . import zeroshot
     from .data import eval_windows as make_windows
@@ -112,17 +113,16 @@ def recovery_study(model_name: str, methods: list[str], settings: list[str], wor
     from .experiments import dense_model
     from .masks import sparsity_of
     from .models import projection
-    from .prune import prune
-    base, tok = dense_model(model_name)
+    from .prune import prune, setting_kwargs
+    base, tok = dense_model(model)
     win = make_windows(tok, eval_data, seqlen, eval_windows).ids
 
     def measure(m):
-        scores = zeroshot.score_tasks(m, tok, list(zeroshot_tasks), zeroshot_limit, progress=False)
-        return {"ppl": perplexity(m, win, progress=False),
-                "zeroshot_mean": zeroshot.zeroshot_record(scores, "fast")["zeroshot_mean"]}
+        scores = zeroshot.evaluate(m, tok, list(zeroshot_tasks), zeroshot_limit, progress=False)
+        return {"ppl": perplexity(m, win, progress=False), "zeroshot_mean": scores["zeroshot_mean"]}
 
     work = Path(work_dir)
-    protocol = {"model": model_name, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+    protocol = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
                 "steps": steps, "train_seqlen": train_seqlen, "lora_r": lora_r, "lora_alpha": lora_alpha,
                 "eval_data": eval_data, "eval_windows": eval_windows, "zeroshot_tasks": list(zeroshot_tasks),
                 "zeroshot_limit": zeroshot_limit}
@@ -140,9 +140,8 @@ def recovery_study(model_name: str, methods: list[str], settings: list[str], wor
 
     def one_row(method: str, setting: str) -> dict:
         m = copy.deepcopy(base)
-        shape = {"pattern": setting} if ":" in setting else {"sparsity": float(setting)}
         rep = prune(m, method, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok,
-                    progress=False, **shape)
+                    progress=False, **setting_kwargs(setting))
         before, q_before = measure(m), sparsity_of(projection(m, 0, "q").weight)
         res = finetune(m, tok, work / f"{method}_{setting}", calib, steps, lora_r, lora_alpha,
                        seqlen=train_seqlen, seed=seed, progress=progress)

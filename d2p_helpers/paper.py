@@ -9,6 +9,13 @@ OPT125M_PPL = {
     "2:4": {"Dense": 27.66, "SparseGPT": 59.76, "Wanda": 79.80, "D2Prune": 59.43},
 }
 
+
+
+def opt125m_ppl(setting: str) -> dict | None:
+    """The paper's OPT-125M row for one of our settings ("0.5", "2:4", ...), or None where it reports none."""
+    return OPT125M_PPL.get(setting if ":" in setting else str(round(float(setting) * 100)))
+
+
 # OPT-125M freeze-choice ablation (Tables 3, 11-13): frozen matrix -> ppl
 OPT125M_FROZEN = {
     "50": {"q": 36.01, "k": 34.98, "v": 36.25, "all updated": 36.03, "none updated": 38.15},

@@ -223,6 +223,18 @@ def run_lm_eval(model, tokenizer, tasks: list[str], limit: int | None = None, ba
     return res
 
 
+def evaluate(model, tokenizer, tasks: list[str], limit: int | None = None, engine: str = "fast",
+             progress: bool = True) -> dict:
+    """Score `tasks` with lm-eval itself or our batched scorer; the record both routes share."""
+    if engine == "lm-eval":
+        results = run_lm_eval(model, tokenizer, tasks, limit)
+    elif engine == "fast":
+        results = score_tasks(model, tokenizer, tasks, limit, progress=progress)
+    else:
+        raise TaskError(f"zero-shot engine must be 'lm-eval' or 'fast', got '{engine}'")
+    return zeroshot_record(results, engine)
+
+
 def zeroshot_record(results: dict, route: str) -> dict:
     return {"zeroshot": results, "zeroshot_mean": paper_mean(results), "zeroshot_mean_definition": MEAN_DEFINITION,
             "zeroshot_route": route}
@@ -232,4 +244,4 @@ def chance(task: str) -> float:
     return {"hellaswag": 0.25, "arc_easy": 0.25, "arc_challenge": 0.25, "openbookqa": 0.25}.get(task, 0.5)
 
 
-__all__ = ["TASKS", "PAPER_TASKS", "score_tasks", "run_lm_eval", "paper_mean", "zeroshot_record"]
+__all__ = ["TASKS", "PAPER_TASKS", "evaluate", "score_tasks", "run_lm_eval", "paper_mean", "zeroshot_record"]

@@ -37,6 +37,11 @@ from d2p_helpers.experiments import dense_model
 from d2p_helpers.prune import prune
 from d2p_helpers.prune.engine import PruneConfig, relative_error, solve_linear, solver_plan
 
+# %% [markdown]
+# The model (`auto`: the paper's OPT-125M where it loads, else the embedded SmolLM2, and we say which) and the
+# block we will prune by hand.
+
+# %%
 plots.style()
 torch.manual_seed(seed)
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 
 from d2p_helpers import notebook, plots
 from d2p_helpers.experiments import method_table
-from d2p_helpers.paper import OPT125M_PPL
+from d2p_helpers.paper import opt125m_ppl
 
 plots.style()
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
@@ -77,8 +77,7 @@ fig_cmp = plots.save(fig, fig_dir / "06_method_comparison.png", caption=notebook
 rel = {}
 for s in settings:
     ours = table.get(f"d2prune@{s}")
-    key = {"0.5": "50", "0.6": "60", "0.7": "70", "0.8": "80"}.get(s, s)
-    paper = OPT125M_PPL.get(key)
+    paper = opt125m_ppl(s)
     for b, pb in (("sparsegpt", "SparseGPT"), ("wanda", "Wanda")):
         if ours and f"{b}@{s}" in table:
             rel[f"{s} vs {b}"] = {"ours": ours["mean"] / table[f"{b}@{s}"]["mean"] - 1,

@@ -44,20 +44,12 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 # elsewhere. Our `fast` engine reproduces lm-eval's numbers on the same prompts (a test checks it).
 
 # %%
-def score(m, tok):
-    if engine == "lm-eval":
-        res = zeroshot.run_lm_eval(m, tok, tasks, limit)
-    else:
-        res = zeroshot.score_tasks(m, tok, tasks, limit)
-    return zeroshot.zeroshot_record(res, engine)
-
-
 dense_lm, tok = dense_model(model)
-results = {"dense": score(dense_lm, tok)}
+results = {"dense": zeroshot.evaluate(dense_lm, tok, tasks, limit, engine)}
 for method in methods:
     m = copy.deepcopy(dense_lm)
     prune(m, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok)
-    results[method] = score(m, tok)
+    results[method] = zeroshot.evaluate(m, tok, tasks, limit, engine)
 for name, r in results.items():
     print(f"{name:10s} mean {r['zeroshot_mean']:.4f}  " +
           "  ".join(f"{t} {v['acc_norm'] if v['acc_norm'] is not None else v['acc']:.3f}" for t, v in r["zeroshot"].items()))

@@ -58,8 +58,7 @@ saved = json.loads(saved_file.read_text()) if use_results and saved_file.exists(
 if saved and saved["protocol"] == protocol:
     study, source = saved, str(saved_file)
 else:
-    study, source = recovery_study(model, methods, settings, out / "lora", **{k: v for k, v in protocol.items()
-                                   if k not in ("model", "methods", "settings")}), "live run"
+    study, source = recovery_study(out / "lora", **protocol), "live run"
 rows = study["rows"]
 print(f"source: {source}\n")
 print(recovery_markdown(study, protocol))

@@ -65,3 +65,15 @@ def test_embedded_model_beats_chance_on_hellaswag_and_piqa(smollm2):
     res = score_tasks(model, tok, ["hellaswag", "piqa"], limit=100, progress=False)
     assert res["hellaswag"]["acc_norm"] > chance("hellaswag") + 0.08, res
     assert res["piqa"]["acc_norm"] > chance("piqa") + 0.05, res
+
+
+def test_evaluate_is_the_scorer_plus_its_record_and_rejects_unknown_engines():
+    import pytest
+    from conftest import tiny
+    from d2p_helpers.zeroshot import TaskError, evaluate, zeroshot_record
+    model, tok = tiny("tiny-llama")
+    rec = evaluate(model, tok, ["piqa"], limit=3, progress=False)
+    direct = zeroshot_record(score_tasks(model, tok, ["piqa"], limit=3, progress=False), "fast")
+    assert rec["zeroshot_route"] == "fast" and rec["zeroshot_mean"] == direct["zeroshot_mean"]
+    with pytest.raises(TaskError, match="engine"):
+        evaluate(model, tok, ["piqa"], limit=3, engine="harness")

@@ -57,15 +57,16 @@ def test_recovery_study_reuses_finished_rows_only_under_the_same_protocol(tmp_pa
     from d2p_helpers.finetune import recovery_study
     kw = dict(nsamples=2, seqlen=32, steps=2, train_seqlen=16, eval_windows=1, zeroshot_tasks=["piqa"],
               zeroshot_limit=2, progress=False)
-    first = recovery_study("tiny-llama", ["wanda"], ["0.5"], tmp_path, **kw)
+    first = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"], **kw)
     row = first["rows"][0]
     assert row["q_sparsity"][0] == row["q_sparsity"][1] and len(row["losses"]) == 2 and row["train_seconds"] > 0
     calls = []
     monkeypatch.setattr(prune_pkg, "prune", lambda *a, **k: calls.append(a))
-    again = recovery_study("tiny-llama", ["wanda"], ["0.5"], tmp_path, **kw)
+    again = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"], **kw)
     assert again == first and not calls                     # every row came from its row.json
     monkeypatch.undo()
-    other = recovery_study("tiny-llama", ["wanda"], ["0.5"], tmp_path, **{**kw, "zeroshot_limit": 3})
+    other = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"],
+                           **{**kw, "zeroshot_limit": 3})
     assert json.loads((tmp_path / "wanda_0.5" / "row.json").read_text())["protocol"]["zeroshot_limit"] == 3
     assert other["rows"][0]["losses"] == row["losses"]      # the LoRA checkpoint itself is reused
 

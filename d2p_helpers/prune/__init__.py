@@ -4,6 +4,11 @@ from __future__ import annotations
 from .engine import METHODS, PruneConfig, PruneError, PruneReport, run_pruning, save_pruned
 
 
+def setting_kwargs(setting: str) -> dict:
+    """A benchmark setting as prune() arguments: "0.6" -> sparsity 0.6, "2:4" -> pattern "2:4"."""
+    return {"pattern": setting} if ":" in setting else {"sparsity": float(setting)}
+
+
 def prune(model, method: str = "d2prune", sparsity: float | None = None, pattern: str | None = None,
           calib: str = "news", nsamples: int = 128, seqlen: int = 2048, seed: int = 0, tokenizer=None,
           samples=None, progress: bool = True, **options) -> PruneReport:
@@ -19,4 +24,4 @@ def prune(model, method: str = "d2prune", sparsity: float | None = None, pattern
     return run_with_selector(model, cfg, tokenizer=tokenizer, samples=samples, progress=progress)
 
 
-__all__ = ["prune", "METHODS", "PruneConfig", "PruneError", "PruneReport", "save_pruned"]
+__all__ = ["prune", "setting_kwargs", "METHODS", "PruneConfig", "PruneError", "PruneReport", "save_pruned"]

@@ -42,3 +42,9 @@ def options_from_args(args) -> dict:
     if args.blocksize < 1:
         raise PruneError(f"--blocksize must be >= 1, got {args.blocksize}")
     return opts
+
+
+def setting_flags(setting: str) -> list[str]:
+    """A benchmark setting as `d2p prune` flags: "0.6" -> --sparsity 0.6, "2:4" -> --pattern 2:4."""
+    from . import setting_kwargs
+    return [x for k, v in setting_kwargs(setting).items() for x in (f"--{k}", str(v))]
