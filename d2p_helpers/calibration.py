@@ -5,6 +5,7 @@ every method needs (paper-spec §2.3); each is a closed form of the authors' run
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -94,6 +95,7 @@ class InputAcc:
         self.tokens = 0
         self.gram = torch.zeros(d_in, d_in, device=device) if gram else None   # sum_k X_k X_k^T
         self.sq = torch.zeros(d_in, device=device)          # sum_k ||x_j^(k)||^2
+        self.x_sum_tok = torch.zeros(d_in, device=device)   # sum over all tokens of x_j (DSnoT's mean)
         self.d2 = d2
         if d2:
             self.x_k = torch.zeros(d_in, device=device)       # sum_k k ||x_j^(k)||        (frozen path, authors)
@@ -109,6 +111,7 @@ class InputAcc:
                 self.gram.addmm_(xb.t(), xb)
             xn2 = xb.pow(2).sum(0)
             self.sq += xn2
+            self.x_sum_tok += xb.sum(0)
             if self.d2:
                 xn = xn2.sqrt()
                 self.x_k += k * xn
@@ -131,6 +134,15 @@ class LinearStats:
     @property
     def n(self):
         return self.inp.n
+
+    def rows(self, rows: slice | None) -> "LinearStats":
+        """The statistics of a row group of a fused linear (timm's qkv): inputs shared, output norms sliced."""
+        if rows is None:
+            return self
+        view = copy.copy(self)
+        if self.d2:
+            view.y_k, view.y_sum = self.y_k[rows], self.y_sum[rows]
+        return view
 
     @property
     def gram(self):
@@ -157,6 +169,14 @@ class LinearStats:
     def nu(self) -> torch.Tensor:
         """nu_j = (1/N) sum_k ||x_j^(k)||^2, Wanda's statistic."""
         return self.inp.sq / self.n
+
+    def x_mean(self) -> torch.Tensor:
+        """E[x_j] over all calibration tokens (DSnoT's expected input)."""
+        return self.inp.x_sum_tok / self.inp.tokens
+
+    def x_var(self) -> torch.Tensor:
+        """Var[x_j] over all calibration tokens (DSnoT's growing criterion), clamped at 0 against rounding."""
+        return (self.inp.sq / self.inp.tokens - self.x_mean() ** 2).clamp_min(0)
 
     def d2_stats(self, s: float, path: str, norm: str = "authors") -> tuple[torch.Tensor, torch.Tensor]:
         """(y_hat, x_hat) for the D² term.

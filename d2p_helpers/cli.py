@@ -48,6 +48,8 @@ def _add_eval_args(p):
     p.add_argument("--vision-test", type=int, default=500, help="vision: test images scored")
     p.add_argument("--out", help="JSON record to write")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: D2P_THREADS, else half the cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +179,7 @@ def run(args) -> dict:
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if args.device.startswith("cuda"):
         record["peak_device_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    record["seconds"] = round(time.perf_counter() - t0, 2)
+    record["seconds"] = time.perf_counter() - t0
     return record
 
 
@@ -204,12 +206,14 @@ def _run_vision(args, model, record, t0) -> dict:
                                        progress=not args.no_progress)
     record["versions"] = versions()
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    record["seconds"] = round(time.perf_counter() - t0, 2)
+    record["seconds"] = time.perf_counter() - t0
     return record
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .record import set_threads
+    set_threads(getattr(args, "threads", None))
     if args.command == "finetune":
         try:
             return _finetune(args)

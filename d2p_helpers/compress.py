@@ -7,14 +7,13 @@ per weight. Loading rebuilds dense weights, so it works on any device; GPU users
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from .masks import is_valid_n_of_m
 from .models import get_adapter
+from .record import replace_dir
 
 FORMAT = "d2p-2:4-v1"
 
@@ -45,12 +44,12 @@ def unpack_2_4(values: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
 
 def save_compressed(model, tokenizer, out_dir: str | Path) -> dict:
     """Write config, tokenizer and one safetensors file with every 2:4 block linear packed."""
+    with replace_dir(out_dir) as tmp:
+        return _write_compressed(model, tokenizer, tmp)
+
+
+def _write_compressed(model, tokenizer, tmp: Path) -> dict:
     from safetensors.torch import save_file
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     adapter = get_adapter(model)
     prefix = adapter.blocks_path
     packed_names = []
@@ -73,9 +72,6 @@ def save_compressed(model, tokenizer, out_dir: str | Path) -> dict:
         tokenizer.save_pretrained(tmp)
     info = {"format": FORMAT, "packed": packed_names, "tied_embeddings": bool(tied)}
     (tmp / "d2p_compressed.json").write_text(json.dumps(info, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return info
 
 

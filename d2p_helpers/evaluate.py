@@ -37,5 +37,5 @@ def perplexities(model, tokenizer, specs: list[str], seqlen: int, max_windows: i
         win = eval_windows(tokenizer, spec, seqlen, max_windows)
         t0 = time.perf_counter()
         ppl[spec] = perplexity(model, win.ids, batch_size, device=device, progress=progress, desc=f"ppl {spec}")
-        sources[spec] = {**win.describe(), "seconds": round(time.perf_counter() - t0, 2)}
+        sources[spec] = {**win.describe(), "seconds": time.perf_counter() - t0}
     return ppl, sources

@@ -28,7 +28,7 @@ def finish(out_dir: str | Path, notebook: str, parameters: dict, metrics: dict, 
     """Write `out_dir/<notebook>.json`: parameters, versions, metrics, figure paths, wall time."""
     record = {"notebook": notebook, "parameters": parameters, "metrics": metrics,
               "figures": [str(f) for f in (figures or [])], "versions": versions(),
-              "seconds": round(time.perf_counter() - _T0, 1)}
+              "seconds": time.perf_counter() - _T0}
     path = write_json(Path(out_dir) / f"{notebook}.json", record)
     print(f"[d2p] wrote {path}")
     return path

@@ -22,7 +22,7 @@ def execute(name: str, out_dir: str | Path, parameters: dict | None = None, kern
     pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"), parameters=params,
                         kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False, execution_timeout=timeout)
     record = json.loads((out_dir / f"{name}.json").read_text())
-    record["executed_seconds"] = round(time.perf_counter() - t0, 1)
+    record["executed_seconds"] = time.perf_counter() - t0
     return record
 
 

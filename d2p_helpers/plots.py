@@ -58,7 +58,7 @@ def _grid_image(ax, fig, cells: dict, title: str) -> None:
 
 
 def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict):
-    """The three knob studies of bench/hparams.py beside the paper's OPT-125M numbers (another model)."""
+    """The three knob studies of studies/hparams.py beside the paper's OPT-125M numbers (another model)."""
     import statistics
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     if studies["lambda"]:

@@ -165,7 +165,7 @@ def score_tasks(model, tokenizer, tasks: list[str], limit: int | None = None, ba
                        for s, d in zip(per_doc, docs)) / len(docs)
         secs = time.perf_counter() - t0
         results[task] = {"acc": acc, "acc_norm": acc_norm if TASKS[task][1] else None, "n": len(docs),
-                         "seconds": round(secs, 2), "examples_per_second": round(len(docs) / secs, 2)}
+                         "seconds": secs, "examples_per_second": len(docs) / secs}
     return results
 
 

@@ -153,7 +153,7 @@ obs = W0.pow(2) / torch.diag(torch.cholesky_inverse(torch.linalg.cholesky(damped
 y_hat, x_hat = stats["lin"].d2_stats(s, "update")
 d2 = y_hat[:, None] * W0.abs() * x_hat[None, :]
 ratio = (d2 / obs.clamp_min(1e-30)).flatten()
-Wd2 = solve_linear("d2-update", W0, stats["lin"], PruneConfig(method="d2prune", sparsity=0.5, s=s))[0]
+Wd2 = solve_linear("d2-sparsegpt", W0, stats["lin"], PruneConfig(method="d2prune", sparsity=0.5, s=s))[0]
 changed = float(((Wd2 == 0) != (Wp == 0)).float().mean())
 print(f"D² term / OBS term: median {ratio.median():.3g}, 90th pct {ratio.quantile(0.9):.3g}; "
       f"mask entries that differ from SparseGPT's: {100 * changed:.2f}%")

@@ -145,7 +145,7 @@ old = linears[name].weight.detach().float()
 zero_only = old.masked_fill(new_weights[name] == 0, 0)
 err_update, err_zero = relative_error(old, new_weights[name], stats[name].gram), relative_error(old, zero_only, stats[name].gram)
 print(f"{name}: with OBS update {err_update:.4f}, same mask without update {err_zero:.4f}")
-if plan[name] != "d2-frozen":
+if plan[name] != "d2-wanda":
     assert err_update <= err_zero + 1e-9
 
 # %% [markdown]

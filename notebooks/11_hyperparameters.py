@@ -20,7 +20,7 @@ n_values: list = [16, 32, 64, 128]  # calibration counts
 sparsities: list = [0.5, 0.7]   # sparsities (the lambda and N studies use the highest)
 use_results: bool = True        # read ../results/hparams.json when it matches
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/cache"  # cached runs shared with bench/hparams.py
+cache_dir: str = "../results/cache"  # cached runs shared with studies/hparams.py
 
 # %%
 import json

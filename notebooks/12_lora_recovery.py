@@ -50,7 +50,7 @@ protocol = {"model": model, "methods": methods, "settings": settings, "calib": c
 # `recovery_study` prunes with each method, measures perplexity and zero-shot accuracy, trains LoRA on the
 # calibration text (resumable from `out_dir/lora/…/checkpoint`), merges sparsely and measures again. At the default
 # parameters it takes about an hour on two CPU cores, so the notebook reads `../results/lora.json`
-# (written by `bench/lora.py` with exactly these parameters) when it matches.
+# (written by `studies/lora.py` with exactly these parameters) when it matches.
 
 # %%
 saved_file = Path("../results/lora.json")

@@ -8,7 +8,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+from d2p_helpers.record import set_threads  # noqa: E402
+
+set_threads(1)   # one thread: the suite shares a 2-core machine; results must not depend on it
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def test_doubling_n_keeps_normalised_masks_and_moves_the_authors_ones():
 
     def masks(st, norm):
         cfg = PruneConfig(method="d2prune", sparsity=0.5, r1=1.0, s=20.0, d2_norm=norm)
-        return {solver: solve_linear(solver, W, st, cfg)[0] == 0 for solver in ("d2-update", "d2-frozen")}
+        return {solver: solve_linear(solver, W, st, cfg)[0] == 0 for solver in ("d2-sparsegpt", "d2-wanda")}
 
     # normalised statistics are identical (to rounding), so every mask is unchanged
     for path in ("update", "frozen"):

@@ -10,7 +10,8 @@ from d2p_helpers.calibration import LinearStats
 from d2p_helpers.masks import is_valid_n_of_m, lowest_n_of_m, sparsity_of
 from d2p_helpers.prune import METHODS, PruneError, prune, save_pruned
 from d2p_helpers.prune.engine import PruneConfig, solve_linear
-from d2p_helpers.prune.wanda import d2_wanda_score, wanda_score
+from d2p_helpers.prune.d2prune import d2_wanda_score
+from d2p_helpers.prune.wanda import wanda_score
 
 
 def _layer_and_stats(d_out=64, d_in=128, samples=16, tokens=32, seed=0):
@@ -38,23 +39,23 @@ def test_reconstruction_error_order_sparsegpt_wanda_magnitude():
 def test_d2_update_with_zero_lambdas_is_sparsegpt_exactly():
     W, X, st = _layer_and_stats()
     cfg = PruneConfig(method="d2prune", sparsity=0.5, r1=0, r2=0)
-    a = solve_linear("d2-update", W, st, cfg)[0]
+    a = solve_linear("d2-sparsegpt", W, st, cfg)[0]
     b = solve_linear("sparsegpt", W, st, cfg)[0]
     assert torch.equal(a, b)
-    c = solve_linear("d2-update", W, st, PruneConfig(method="d2prune", sparsity=0.5, s=10))[0]
+    c = solve_linear("d2-sparsegpt", W, st, PruneConfig(method="d2prune", sparsity=0.5, s=10))[0]
     assert not torch.equal(a != 0, c != 0), "the D² term (r1=1, small s) should change some choices"
 
 
 def test_d2_wanda_with_zero_lambdas_picks_wandas_mask():
     W, X, st = _layer_and_stats()
     cfg = PruneConfig(method="d2-wanda", sparsity=0.5, r1=0, r2=0)
-    assert torch.equal(solve_linear("d2-frozen", W, st, cfg)[0] == 0, solve_linear("wanda", W, st, cfg)[0] == 0)
+    assert torch.equal(solve_linear("d2-wanda", W, st, cfg)[0] == 0, solve_linear("wanda", W, st, cfg)[0] == 0)
     # the two scores rank identically: one is the square of the other
     y, x = st.d2_stats(1500, "frozen")
     assert torch.allclose(d2_wanda_score(W, st.nu(), y, x, 0, 0), wanda_score(W, st.nu()) ** 2, rtol=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["magnitude", "wanda", "sparsegpt", "d2-update", "d2-frozen"])
+@pytest.mark.parametrize("solver", ["magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda"])
 @pytest.mark.parametrize("pattern", [None, "2:4", "4:8", "3:4"])
 def test_exact_sparsity_and_nm_validity(solver, pattern):
     W, X, st = _layer_and_stats()
@@ -82,7 +83,7 @@ def test_every_method_end_to_end(name, method):
     head = model.get_output_embeddings().weight.clone()
     rep = prune(model, method, sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, progress=False, track_error=True)
     assert rep.achieved_sparsity == pytest.approx(0.5, abs=0.01)
-    assert all(abs(r["sparsity"] - 0.5) <= 1 / r["shape"][1] + 1e-9 or r["solver"] in ("sparsegpt", "d2-update", "magnitude")
+    assert all(abs(r["sparsity"] - 0.5) <= 1 / r["shape"][1] + 1e-9 or r["solver"] in ("sparsegpt", "d2-sparsegpt", "magnitude")
                for r in rep.per_layer)
     assert torch.equal(model.get_input_embeddings().weight, embed) and torch.equal(model.get_output_embeddings().weight, head)
     assert all(r["rel_error"] is not None and r["rel_error"] >= 0 for r in rep.per_layer)
@@ -91,7 +92,7 @@ def test_every_method_end_to_end(name, method):
     if method == "d2prune":
         expected = "k" if name == "tiny-opt" else "v"
         assert rep.frozen_per_layer == [expected] * n_blocks
-        frozen_rows = [r for r in rep.per_layer if r["solver"] == "d2-frozen"]
+        frozen_rows = [r for r in rep.per_layer if r["solver"] == "d2-wanda"]
         assert len(frozen_rows) == n_blocks and all(r["name"].endswith(f"{expected}_proj") for r in frozen_rows)
 
 

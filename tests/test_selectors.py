@@ -14,7 +14,7 @@ def test_selector_gives_a_valid_choice_per_layer(name, selector):
     rep = prune(model, "d2prune", sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, frozen=selector, progress=False)
     assert len(rep.frozen_per_layer) == model.config.num_hidden_layers
     assert all(c in ("q", "k", "v") for c in rep.frozen_per_layer)
-    frozen_rows = [r for r in rep.per_layer if r["solver"] == "d2-frozen"]
+    frozen_rows = [r for r in rep.per_layer if r["solver"] == "d2-wanda"]
     assert [r["name"].split(".")[-1][0] for r in frozen_rows] == rep.frozen_per_layer
     if selector == "auto:ppl":
         assert len(set(rep.frozen_per_layer)) == 1 and rep.selector_seconds > 0

@@ -1,7 +1,8 @@
 """Post-training pruning behind one entry point: `prune(model, method=..., ...) -> PruneReport`."""
 from __future__ import annotations
 
-from .engine import METHODS, PruneConfig, PruneError, PruneReport, run_pruning, save_pruned
+from .config import METHODS, PruneConfig, PruneError
+from .engine import PruneReport, save_pruned
 
 
 def setting_kwargs(setting: str) -> dict:
@@ -12,8 +13,8 @@ def setting_kwargs(setting: str) -> dict:
 def prune(model, method: str = "d2prune", sparsity: float | None = None, pattern: str | None = None,
           calib: str = "news", nsamples: int = 128, seqlen: int = 2048, seed: int = 0, tokenizer=None,
           samples=None, progress: bool = True, **options) -> PruneReport:
-    """Prune `model` in place, block by block; options: r1, r2, s, frozen, d2_norm, rho, blocksize,
-    percdamp, batch_size, track_error, device (see PruneConfig)."""
+    """Prune `model` in place, block by block; options are PruneConfig's fields (r1, r2, s, frozen, d2_norm,
+    layer_sparsity, refine, reconstruct, ...)."""
     unknown = set(options) - set(PruneConfig.__dataclass_fields__)
     if unknown:
         raise PruneError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def add_prune_args(p) -> None:
-    from .engine import METHODS
+    from .config import LAYER_SPARSITY, METHODS, RECONSTRUCT, REFINE
     p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--sparsity", type=float, help="unstructured fraction pruned, in [0, 1)")
@@ -25,22 +25,36 @@ def add_prune_args(p) -> None:
     p.add_argument("--calib-batch-size", type=int, default=1)
     p.add_argument("--track-error", default="auto", choices=["auto", "yes", "no"],
                    help="per-linear reconstruction error; auto: where the Gram matrix is built anyway (OBS solvers)")
+    p.add_argument("--layer-sparsity", default="uniform", choices=LAYER_SPARSITY,
+                   help="owl: per-block sparsity from outlier ratios (Yin et al. 2024); unstructured only")
+    p.add_argument("--owl-m", type=float, default=5.0, help="OWL: outlier = Wanda score > M x layer mean")
+    p.add_argument("--owl-lambda", type=float, default=0.08, help="OWL: block sparsity within target ± lambda")
+    p.add_argument("--refine", default="none", choices=REFINE,
+                   help="mask refinement after selection: dsnot (Zhang et al. 2024) or Gram-matrix swaps")
+    p.add_argument("--refine-iters", type=int, default=50, help="refinement cycles per linear")
+    p.add_argument("--reconstruct", default="none", choices=RECONSTRUCT,
+                   help="exact: least-squares kept weights once the mask is final")
+    p.add_argument("--reconstruct-frozen", action="store_true",
+                   help="d2prune: reconstruct the frozen projection too (default: it stays un-updated)")
+    p.add_argument("--ria-a", type=float, default=0.5, help="RIA: exponent of the input norm")
+    p.add_argument("--permute", action="store_true", help="RIA with N:M: channel permutation first")
     p.add_argument("--save", help="write the pruned model as a HF folder")
     p.add_argument("--compress", choices=["2:4"], help="with --save: packed 2:4 format (d2p_helpers.compress.load_compressed)")
 
 
 def options_from_args(args) -> dict:
     """Validated keyword arguments for `prune()`; raises PruneError before any work."""
-    from .engine import PruneConfig, PruneError
+    from .config import PruneConfig
     opts = dict(method=args.method, sparsity=args.sparsity, pattern=args.pattern, calib=args.calib,
                 nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, r1=args.r1, r2=args.r2,
                 s=float(args.seqlen) if args.auto_s else args.s, frozen=args.frozen, d2_norm=args.d2_norm,
                 rho=args.rho, outlier_def=args.outlier_def, blocksize=args.blocksize, percdamp=args.percdamp,
                 batch_size=args.calib_batch_size, track_error={'auto': None, 'yes': True, 'no': False}[args.track_error],
-                device=args.device)
+                device=args.device, layer_sparsity=args.layer_sparsity, owl_m=args.owl_m,
+                owl_lambda=args.owl_lambda, refine=args.refine, refine_iters=args.refine_iters,
+                reconstruct=args.reconstruct, reconstruct_frozen=args.reconstruct_frozen, ria_a=args.ria_a,
+                permute=args.permute)
     PruneConfig(**opts).validate()
-    if args.blocksize < 1:
-        raise PruneError(f"--blocksize must be >= 1, got {args.blocksize}")
     return opts
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from .config import FROZEN_CHOICES, D2Terms
 from .sparsegpt import prune_obs
-from .wanda import d2_wanda_score, prune_rows
-
-FROZEN_CHOICES = ("q", "k", "v", "none", "all")
+from .wanda import prune_rows
 
 
 def d2_term(cols: torch.Tensor, y_hat: torch.Tensor, x_hat_cols: torch.Tensor, r1: float, r2: float) -> torch.Tensor:
+    """r1 * y_i |W_ij| x_j - r2 * W_ij^2 x_j^2 for the given columns of W (the code's sign convention for r2)."""
     out = torch.zeros_like(cols)
     if r1:
         out += r1 * y_hat[:, None] * cols.abs() * x_hat_cols[None, :]
@@ -23,20 +23,25 @@ def d2_term(cols: torch.Tensor, y_hat: torch.Tensor, x_hat_cols: torch.Tensor, r
     return out
 
 
-def prune_d2_update(weight, stats, sparsity, nm, r1, r2, s, d2_norm, blocksize, percdamp):
+def d2_wanda_score(weight: torch.Tensor, nu: torch.Tensor, y_hat: torch.Tensor, x_hat: torch.Tensor,
+                   r1: float, r2: float) -> torch.Tensor:
+    """W_ij^2 nu_j + the D² term; with r1 = r2 = 0 it ranks every row as Wanda does (its square)."""
+    return weight.pow(2) * nu[None, :] + d2_term(weight, y_hat, x_hat, r1, r2)
+
+
+def prune_d2_sparsegpt(weight, stats, sparsity, nm, d2: D2Terms, blocksize: int = 128, percdamp: float = 0.01):
     """D²-SparseGPT: OBS update, D²-augmented mask score re-evaluated on the current weights."""
     extra = None
-    if r1 or r2:
-        y_hat, x_hat = stats.d2_stats(s, "update", d2_norm)
-        extra = lambda cols, i1, i2: d2_term(cols, y_hat, x_hat[i1:i2], r1, r2)  # noqa: E731
+    if d2.active:
+        y_hat, x_hat = stats.d2_stats(d2.s, "update", d2.norm)
+        extra = lambda cols, i1, i2: d2_term(cols, y_hat, x_hat[i1:i2], d2.r1, d2.r2)  # noqa: E731
     return prune_obs(weight, stats.hessian(), sparsity, nm, blocksize, percdamp, extra)
 
 
-def prune_d2_frozen(weight, stats, sparsity, nm, r1, r2, s, d2_norm):
+def prune_d2_wanda(weight, stats, sparsity, nm, d2: D2Terms):
     """D²-Wanda: per-row selection by W^2 nu + D² term, no update."""
-    y_hat, x_hat = stats.d2_stats(s, "frozen", d2_norm)
-    score = d2_wanda_score(weight, stats.nu(), y_hat, x_hat, r1, r2)
-    return prune_rows(weight, score, sparsity, nm)
+    y_hat, x_hat = stats.d2_stats(d2.s, "frozen", d2.norm)
+    return prune_rows(weight, d2_wanda_score(weight, stats.nu(), y_hat, x_hat, d2.r1, d2.r2), sparsity, nm)
 
 
 def frozen_roles(frozen: str) -> set[str]:

@@ -3,9 +3,13 @@
 Capture the inputs of block 0; for each block: collect statistics over the calibration
 windows with hooks on the dense block, prune every linear, then run the *pruned* block to
 make the next block's inputs. Only the current block needs to sit on the compute device.
-"""
+
+Optional stages compose with every method (the method keeps its own score and update):
+per-block sparsity (OWL) before the loop, then per linear: mask refinement (DSnoT or
+Gram-matrix swaps) and exact least-squares reconstruction of the kept weights."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -13,70 +17,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..calibration import attach_stats, capture_block_inputs, run_block
-from ..masks import is_valid_n_of_m, parse_pattern, sparsity_of
+from ..masks import is_valid_n_of_m, sparsity_of
 from ..models import get_adapter
-from .d2prune import FROZEN_CHOICES, frozen_roles, prune_d2_frozen, prune_d2_update
+from .config import METHODS, PruneConfig, PruneError  # noqa: F401  (re-exported)
+from .d2prune import frozen_roles, prune_d2_sparsegpt, prune_d2_wanda
 from .magnitude import prune_magnitude
 from .sparsegpt import prune_obs
 from .wanda import prune_rows, wanda_score
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune")
-SOLVERS_WITH_GRAM = ("sparsegpt", "d2-update")
-SOLVERS_WITH_D2 = ("d2-update", "d2-frozen")
-
-
-class PruneError(ValueError):
-    """Invalid pruning request; raised before any work is done."""
-
-
-@dataclass
-class PruneConfig:
-    method: str
-    sparsity: float | None = None
-    pattern: str | None = None
-    calib: str = "news"
-    nsamples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
-    r1: float = 1.0
-    r2: float = 0.0
-    s: float = 1500.0
-    frozen: str | None = None          # q|k|v|none|all|auto:ppl|auto:kl|auto:outlier; None = model default
-    d2_norm: str = "authors"
-    rho: float = 1.0
-    outlier_def: str = "score"
-    blocksize: int = 128
-    percdamp: float = 0.01
-    batch_size: int = 1
-    track_error: bool | None = None   # None: only where the Gram matrix is built anyway (OBS solvers)
-    device: str | None = None
-
-    @property
-    def nm(self):
-        return parse_pattern(self.pattern)
-
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise PruneError(f"unknown method '{self.method}': expected one of {', '.join(METHODS)}")
-        if (self.sparsity is None) == (self.pattern is None):
-            raise PruneError("give exactly one of sparsity (unstructured) or pattern (N:M)")
-        if self.sparsity is not None and not 0 <= self.sparsity < 1:
-            raise PruneError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        try:
-            self.nm
-        except ValueError as exc:
-            raise PruneError(str(exc)) from None
-        if self.nsamples < 1 or self.seqlen < 2:
-            raise PruneError(f"need nsamples >= 1 and seqlen >= 2, got {self.nsamples}, {self.seqlen}")
-        if self.s <= 0:
-            raise PruneError(f"s must be > 0, got {self.s}")
-        if self.d2_norm not in ("authors", "mean"):
-            raise PruneError(f"d2_norm must be 'authors' or 'mean', got '{self.d2_norm}'")
-        from .selectors import SELECTORS
-        if self.frozen is not None and self.frozen not in FROZEN_CHOICES + SELECTORS:
-            raise PruneError(f"frozen must be one of {', '.join(FROZEN_CHOICES + SELECTORS)}, got '{self.frozen}'")
-        if self.frozen is not None and self.method != "d2prune":
-            raise PruneError(f"frozen applies to method d2prune only (got method '{self.method}')")
+OBS_SOLVERS = ("sparsegpt", "d2-sparsegpt")   # build the Gram matrix anyway
+D2_METHODS = ("d2-sparsegpt", "d2-wanda", "d2prune")
 
 
 @dataclass
@@ -85,10 +35,12 @@ class PruneReport:
     config: dict
     per_layer: list = field(default_factory=list)
     frozen_per_layer: list = field(default_factory=list)
+    block_sparsity: list = field(default_factory=list)
     calibration: dict = field(default_factory=dict)
     prune_seconds: float = 0.0
     forward_seconds: float = 0.0
     selector_seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
     @property
@@ -104,39 +56,39 @@ class PruneReport:
     def to_record(self) -> dict:
         cfg = dict(self.config)
         return {"method": cfg.pop("method"), "sparsity": cfg.pop("sparsity"), "pattern": cfg.pop("pattern"),
-                "options": cfg, "calibration": self.calibration,
-                "achieved_sparsity": self.achieved_sparsity, "prune_seconds": round(self.prune_seconds, 2),
-                "forward_seconds": round(self.forward_seconds, 2), "floor_ratio": round(self.floor_ratio, 3) if self.floor_ratio is not None else None,
-                "selector_seconds": round(self.selector_seconds, 2), "frozen_per_layer": self.frozen_per_layer,
-                "per_layer": self.per_layer, "notes": self.notes}
+                "options": cfg, "calibration": self.calibration, "achieved_sparsity": self.achieved_sparsity,
+                "prune_seconds": self.prune_seconds, "forward_seconds": self.forward_seconds,
+                "floor_ratio": self.floor_ratio, "selector_seconds": self.selector_seconds,
+                "stage_seconds": self.stage_seconds, "frozen_per_layer": self.frozen_per_layer,
+                "block_sparsity": self.block_sparsity, "per_layer": self.per_layer, "notes": self.notes}
 
 
 def solver_plan(method: str, names: list[str], qkv: dict[str, str], frozen: set[str]) -> dict[str, str]:
-    """Which solver prunes each linear of a block."""
-    if method in ("magnitude", "wanda", "sparsegpt"):
+    """Which solver prunes each linear (or row group) of a block: the method's own, except that d2prune
+    prunes its frozen projection(s) with d2-wanda (no update) and everything else with d2-sparsegpt."""
+    if method != "d2prune":
         return {n: method for n in names}
-    if method == "d2-sparsegpt":
-        return {n: "d2-update" for n in names}
-    if method == "d2-wanda":
-        return {n: "d2-frozen" for n in names}
     frozen_names = {qkv[r] for r in frozen}
-    return {n: "d2-frozen" if n in frozen_names else "d2-update" for n in names}
+    return {n: "d2-wanda" if n in frozen_names else "d2-sparsegpt" for n in names}
 
 
 def solve_linear(solver: str, weight: torch.Tensor, st, cfg: PruneConfig) -> tuple[torch.Tensor, dict]:
-    """New fp32 weight for one linear."""
+    """New fp32 weight for one linear, by the solver named after its method."""
     W = weight.detach().float()
     sp, nm = cfg.sparsity, cfg.nm
     if solver == "magnitude":
         return prune_magnitude(W, sp, nm), {}
     if solver == "wanda":
         return prune_rows(W, wanda_score(W, st.nu()), sp, nm), {}
+    if solver == "ria":
+        from .ria import prune_ria
+        return prune_ria(W, st.nu(), sp, nm, a=cfg.ria_a, permute=cfg.permute), {}
     if solver == "sparsegpt":
         return prune_obs(W, st.hessian(), sp, nm, cfg.blocksize, cfg.percdamp)
-    if solver == "d2-update":
-        return prune_d2_update(W, st, sp, nm, cfg.r1, cfg.r2, cfg.s, cfg.d2_norm, cfg.blocksize, cfg.percdamp)
-    if solver == "d2-frozen":
-        return prune_d2_frozen(W, st, sp, nm, cfg.r1, cfg.r2, cfg.s, cfg.d2_norm), {}
+    if solver == "d2-sparsegpt":
+        return prune_d2_sparsegpt(W, st, sp, nm, cfg.d2, cfg.blocksize, cfg.percdamp)
+    if solver == "d2-wanda":
+        return prune_d2_wanda(W, st, sp, nm, cfg.d2), {}
     raise PruneError(f"unknown solver {solver}")
 
 
@@ -150,7 +102,34 @@ def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | No
     return float(num / den) if den > 0 else None
 
 
-def calibration_samples(model, tokenizer, cfg: PruneConfig):
+def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: PruneReport) -> tuple[torch.Tensor, dict]:
+    """The method's solver, then the optional stages; each stage's error before/after and seconds in the row."""
+    ts = time.perf_counter()
+    new, info = solve_linear(solver, old, st, cfg)
+    row = {"solver": solver, "rel_error": relative_error(old, new, st.gram if st else None),
+           "seconds": time.perf_counter() - ts, **info}
+    if cfg.refine != "none":
+        from . import refine
+        new = _stage(row, report, "refine", old, new, st, lambda: refine.refine(cfg.refine, old, new, st, cfg.nm,
+                                                                                cfg.refine_iters))
+    if cfg.reconstruct == "exact" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
+        from .reconstruct import exact
+        new = _stage(row, report, "reconstruct", old, new, st, lambda: exact(old, new == 0, st.hessian(),
+                                                                             cfg.percdamp))
+    return new, row
+
+
+def _stage(row: dict, report: PruneReport, name: str, old, new, st, run) -> torch.Tensor:
+    ts = time.perf_counter()
+    out = run()
+    secs = time.perf_counter() - ts
+    row.update({f"{name}_error_before": relative_error(old, new, st.gram), f"{name}_error_after":
+                relative_error(old, out, st.gram), f"{name}_seconds": secs})
+    report.stage_seconds[name] = report.stage_seconds.get(name, 0.0) + secs
+    return out
+
+
+def calibration_samples(tokenizer, cfg: PruneConfig):
     from ..data import calibration_windows
     if tokenizer is None:
         raise PruneError("a tokenizer (or explicit samples) is needed to build calibration windows")
@@ -169,90 +148,120 @@ def check_model(model, cfg: PruneConfig) -> None:
                                  f"{lin.in_features} of {name}")
 
 
+def block_units(adapter, block) -> dict[str, tuple[str, slice | None]]:
+    """What the engine prunes one at a time: every linear, fused ones split into their row groups."""
+    groups = adapter.row_groups(block)
+    units = {}
+    for name in adapter.linears(block):
+        for role, rows in groups.get(name, {None: None}).items():
+            units[name if role is None else f"{name}[{role}]"] = (name, rows)
+    return units
+
+
 @torch.no_grad()
 def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_info=None,
                 progress: bool = True, choose_frozen=None) -> PruneReport:
     """Prune `model` in place. `choose_frozen(index, ctx) -> role-set` overrides the fixed choice."""
     cfg.validate()
     check_model(model, cfg)
-    adapter = get_adapter(model)
-    blocks = adapter.blocks(model)
+    adapter, t_start = get_adapter(model), time.perf_counter()
+    blocks, report = adapter.blocks(model), PruneReport(config=asdict(cfg))
     home = next(model.parameters()).device
-    device = torch.device(cfg.device) if cfg.device else home
-    report = PruneReport(config=asdict(cfg))
-    t_start = time.perf_counter()
+    if cfg.method == "magnitude" and not cfg.track_error:
+        return _prune_without_data(model, cfg, adapter, blocks, report, t_start)
     if samples is None:
-        samples, calib_info = calibration_samples(model, tokenizer, cfg)
+        samples, calib_info = calibration_samples(tokenizer, cfg)
     report.calibration = calib_info or {"samples": len(samples)}
+    device = torch.device(cfg.device) if cfg.device else home
+    inputs = _capture(model, blocks, samples, device, cfg.batch_size)
+    sparsities = [cfg.sparsity] * len(blocks)
+    if cfg.layer_sparsity == "owl":
+        from .owl import owl_block_sparsities
+        ts = time.perf_counter()
+        sparsities = owl_block_sparsities(blocks, adapter, inputs, device, cfg)
+        report.stage_seconds["owl"] = time.perf_counter() - ts
+    report.block_sparsity = sparsities
     fixed = None
     if cfg.method == "d2prune" and choose_frozen is None:
-        fixed = frozen_roles(cfg.frozen or adapter.default_frozen())
         report.config["frozen"] = cfg.frozen or adapter.default_frozen()
-    moved = _non_block_modules(model, blocks)
-    for mod in moved:
-        mod.to(device)
-    inputs = capture_block_inputs(model, blocks, samples, device, cfg.batch_size)
-    for mod in moved:
-        mod.to(home)
-    outputs = torch.empty_like(inputs.hidden)
-    obs_method = cfg.method in ("sparsegpt", "d2-sparsegpt", "d2prune")
-    needs_gram_all = cfg.track_error if cfg.track_error is not None else obs_method
-    if cfg.method == "magnitude" and not needs_gram_all:
-        return _prune_without_data(model, cfg, adapter, blocks, report, t_start)
+        fixed = frozen_roles(report.config["frozen"])
     for index in tqdm(range(len(blocks)), desc=f"prune {cfg.method}", disable=not progress):
         block = blocks[index].to(device)
-        linears = adapter.linears(block)
-        qkv = adapter.qkv_names(block)
-        frozen = fixed if fixed is not None else set()
-        d2_all = cfg.method in ("d2-sparsegpt", "d2-wanda", "d2prune")
-        gram_names = set(linears) if needs_gram_all or obs_method else set()
-        stats, handles = attach_stats(linears, gram_names, set(linears) if d2_all else set(), device)
-        t0 = time.perf_counter()
-        run_block(block, inputs, outputs, device)
-        for h in handles:
-            h.remove()
-        if choose_frozen is not None:
-            ts = time.perf_counter()
-            frozen = choose_frozen(index, {"block": block, "linears": linears, "qkv": qkv, "stats": stats,
-                                           "inputs": inputs, "dense_out": outputs, "cfg": cfg, "device": device})
-            report.selector_seconds += time.perf_counter() - ts
-        if cfg.method == "d2prune":
-            report.frozen_per_layer.append("".join(r for r in "qkv" if r in frozen) or "none")
-        plan = solver_plan(cfg.method, list(linears), qkv, frozen)
-        for name, lin in linears.items():
-            ts = time.perf_counter()
-            old = lin.weight.detach().float()
-            new, info = solve_linear(plan[name], old, stats[name], cfg)
-            row = {"block": index, "name": name, "solver": plan[name], "shape": list(old.shape),
-                   "rel_error": relative_error(old, new, stats[name].gram),
-                   "zeros": int((new == 0).sum()), "numel": new.numel(), "sparsity": sparsity_of(new),
-                   "seconds": round(time.perf_counter() - ts, 4), **info}
-            if cfg.nm:
-                row["nm_valid"] = is_valid_n_of_m(new, *cfg.nm)
-            lin.weight.data.copy_(new.to(lin.weight.dtype))
-            report.per_layer.append(row)
-        del stats
-        tf = time.perf_counter()
-        run_block(block, inputs, outputs, device)
-        report.forward_seconds += time.perf_counter() - tf
-        inputs.hidden, outputs = outputs, inputs.hidden
+        bcfg = dataclasses.replace(cfg, sparsity=sparsities[index])
+        _prune_block(block, index, adapter, inputs, bcfg, report, fixed, choose_frozen, device)
         blocks[index] = block.to(home)
     report.prune_seconds = time.perf_counter() - t_start
     return report
 
 
+def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_frozen, device) -> None:
+    """Statistics on the dense block, every unit pruned, then the pruned block's outputs become the inputs."""
+    linears, units, qkv = adapter.linears(block), block_units(adapter, block), adapter.qkv_names(block)
+    gram = set(linears) if cfg.method in ("sparsegpt", "d2-sparsegpt", "d2prune") or cfg.stages \
+        or cfg.track_error else set()
+    stats, handles = attach_stats(linears, gram, set(linears) if cfg.method in D2_METHODS else set(), device)
+    outputs = run_block(block, inputs, None, device)
+    for h in handles:
+        h.remove()
+    frozen = fixed if fixed is not None else set()
+    if choose_frozen is not None:
+        ts = time.perf_counter()
+        frozen = choose_frozen(index, {"block": block, "linears": linears, "qkv": qkv, "stats": stats,
+                                       "inputs": inputs, "dense_out": outputs, "cfg": cfg, "device": device})
+        report.selector_seconds += time.perf_counter() - ts
+    if cfg.method == "d2prune":
+        report.frozen_per_layer.append("".join(r for r in "qkv" if r in frozen) or "none")
+    plan = solver_plan(cfg.method, list(units), qkv, frozen)
+    new_weights = {}
+    for unit, (name, rows) in units.items():
+        old = linears[name].weight.detach().float()
+        old = old if rows is None else old[rows]
+        new, row = prune_unit(plan[unit], old, stats[name].rows(rows), cfg, report)
+        new_weights.setdefault(name, []).append((rows, new))
+        report.per_layer.append(_row(index, unit, old, new, cfg, row))
+    for name, parts in new_weights.items():
+        W = linears[name].weight
+        for rows, new in parts:
+            (W.data if rows is None else W.data[rows]).copy_(new.to(W.dtype))
+    del stats
+    tf = time.perf_counter()
+    run_block(block, inputs, outputs, device)
+    report.forward_seconds += time.perf_counter() - tf
+    inputs.hidden = outputs
+
+
+def _row(index, unit, old, new, cfg, extra) -> dict:
+    """One record row per pruned linear (or row group)."""
+    row = {"block": index, "name": unit, "shape": list(old.shape), "zeros": int((new == 0).sum()),
+           "numel": new.numel(), "sparsity": sparsity_of(new), **extra}
+    if cfg.nm:
+        row["nm_valid"] = is_valid_n_of_m(new, *cfg.nm)
+    return row
+
+
+def _capture(model, blocks, samples, device, batch_size):
+    """Inputs of block 0 for every calibration sample, with embeddings etc. moved to `device` meanwhile."""
+    home = next(model.parameters()).device
+    moved = _non_block_modules(model, blocks)
+    for mod in moved:
+        mod.to(device)
+    inputs = capture_block_inputs(model, blocks, samples, device, batch_size)
+    for mod in moved:
+        mod.to(home)
+    return inputs
+
+
 def _prune_without_data(model, cfg, adapter, blocks, report, t_start):
-    """Magnitude pruning needs no calibration pass (unless reconstruction error is asked for)."""
+    """Magnitude pruning needs no calibration pass: no tokenising, no capture."""
     report.calibration = {"note": "magnitude pruning uses no calibration data"}
     for index, block in enumerate(blocks):
         for name, lin in adapter.linears(block).items():
             old = lin.weight.detach().float()
-            new, _ = solve_linear("magnitude", old, None, cfg)
+            ts = time.perf_counter()
+            new = prune_magnitude(old, cfg.sparsity, cfg.nm)
             lin.weight.data.copy_(new.to(lin.weight.dtype))
-            report.per_layer.append({"block": index, "name": name, "solver": "magnitude", "shape": list(old.shape),
-                                     "rel_error": None, "zeros": int((new == 0).sum()), "numel": new.numel(),
-                                     "sparsity": sparsity_of(new), "seconds": 0.0,
-                                     **({"nm_valid": is_valid_n_of_m(new, *cfg.nm)} if cfg.nm else {})})
+            report.per_layer.append(_row(index, name, old, new, cfg, {"solver": "magnitude", "rel_error": None,
+                                                                       "seconds": time.perf_counter() - ts}))
     report.prune_seconds = time.perf_counter() - t_start
     return report
 
@@ -271,19 +280,10 @@ def _non_block_modules(model, blocks):
 
 def save_pruned(model, tokenizer, out_dir, report: PruneReport | None = None) -> None:
     """A HF folder (safetensors) that reloads with from_pretrained; written to a temp dir, then renamed."""
-    import json
-    import os
-    import shutil
-    from pathlib import Path
-    out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if report is not None:
-        (tmp / "d2p_prune.json").write_text(json.dumps(report.to_record(), indent=2, default=str))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    from ..record import replace_dir, write_json
+    with replace_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if report is not None:
+            write_json(tmp / "d2p_prune.json", report.to_record())

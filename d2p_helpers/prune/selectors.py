@@ -14,10 +14,10 @@ import torch
 
 from ..attention import attention_kl, capture_attention_modules, causal_mask, eager_attention
 from ..calibration import _move
-from .engine import PruneError, run_pruning, solve_linear
+from .config import OUTLIER_DEFS, SELECTORS, PruneError
+from .d2prune import d2_wanda_score
+from .engine import run_pruning, solve_linear
 
-SELECTORS = ("auto:ppl", "auto:kl", "auto:outlier")
-OUTLIER_DEFS = ("score", "weight", "weight3")
 KL_SAMPLES = 8   # calibration windows used to score each candidate in auto:kl
 
 
@@ -34,7 +34,6 @@ def outlier_ratio(weight: torch.Tensor, stats, cfg, definition: str) -> float:
     elif definition == "weight3":
         s, mult = W.abs(), 3.0
     elif definition == "score":
-        from .wanda import d2_wanda_score
         y_hat, x_hat = stats.d2_stats(cfg.s, "frozen", cfg.d2_norm)
         s, mult = d2_wanda_score(W, stats.nu(), y_hat, x_hat, cfg.r1, cfg.r2), 3.0
     else:
@@ -77,7 +76,7 @@ def choose_by_kl(index, ctx, log, model, causal: bool):
         scores, solutions = {}, {}
         for role in ("q", "k", "v"):
             for n in attn_linears:
-                solver = "d2-frozen" if n == qkv[role] else "d2-update"
+                solver = "d2-wanda" if n == qkv[role] else "d2-sparsegpt"
                 key = (n, solver)
                 if key not in solutions:
                     solutions[key] = solve_linear(solver, originals[n], stats[n], cfg)
@@ -100,8 +99,6 @@ def run_with_selector(model, cfg, tokenizer=None, samples=None, progress=True):
     if cfg.frozen not in SELECTORS:
         return run_pruning(model, cfg, tokenizer, samples, progress=progress)
     if cfg.frozen == "auto:outlier":
-        if cfg.outlier_def not in OUTLIER_DEFS:
-            raise PruneError(f"outlier definition must be one of {', '.join(OUTLIER_DEFS)}, got '{cfg.outlier_def}'")
         log = []
         report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
                              choose_frozen=lambda i, ctx: choose_by_outlier(i, ctx, log))

@@ -1,7 +1,5 @@
-"""Row-wise pruning without weight update: Wanda, and the frozen path of D²Prune (D²-Wanda).
-
-Wanda scores |W_ij| * ||X_j||; D²-Wanda scores W_ij^2 nu_j + r1 y_i |W_ij| x_j - r2 W_ij^2 x_j^2.
-With r1 = r2 = 0 the two rank every row identically (one is the square of the other)."""
+"""Row-wise pruning without weight update: Wanda's score, and the per-row (or per-N:M-group) selection
+that Wanda, RIA and D²Prune's frozen path (D²-Wanda, in d2prune.py) share."""
 from __future__ import annotations
 
 import torch
@@ -10,18 +8,8 @@ from ..masks import lowest_n_of_m, lowest_per_row
 
 
 def wanda_score(weight: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """|W_ij| * ||X_j||, with nu_j the mean squared input norm."""
     return weight.abs() * nu.sqrt()[None, :]
-
-
-def d2_wanda_score(weight: torch.Tensor, nu: torch.Tensor, y_hat: torch.Tensor, x_hat: torch.Tensor,
-                   r1: float, r2: float) -> torch.Tensor:
-    w2 = weight.pow(2)
-    score = w2 * nu[None, :]
-    if r1:
-        score = score + r1 * y_hat[:, None] * weight.abs() * x_hat[None, :]
-    if r2:
-        score = score - r2 * w2 * x_hat.pow(2)[None, :]
-    return score
 
 
 def prune_rows(weight: torch.Tensor, score: torch.Tensor, sparsity: float | None,

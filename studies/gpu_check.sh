@@ -2,9 +2,9 @@
 # One short script for a machine with a CUDA GPU (< 8 minutes): 2:4 GEMM timings for LLaMA-7B shapes (paper
 # Table 16) and the paper's calibration protocol (128 x 2048) on the embedded model. Writes JSON under $1.
 # Budget: GEMM timings (< 1 min) + four prunings capped at 100 s each.
-# Usage: bench/gpu_check.sh OUT_DIR      (needs `make setup` first; on a CPU it says what it would do and stops)
+# Usage: studies/gpu_check.sh OUT_DIR      (needs `make setup` first; on a CPU it says what it would do and stops)
 set -euo pipefail
-OUT="${1:?usage: bench/gpu_check.sh OUT_DIR}"
+OUT="${1:?usage: studies/gpu_check.sh OUT_DIR}"
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p "$OUT"
