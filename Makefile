@@ -9,9 +9,8 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-export MPLBACKEND ?= Agg
 
-.PHONY: setup demo demo-full test test-fast notebooks sync-notebooks bench lab clean-cache
+.PHONY: setup demo demo-full test test-fast notebooks sync-notebooks bench lab clean-cache bench-paper-n
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -65,5 +64,9 @@ lab: setup
 clean-cache:
 	rm -rf data/cache
 
+# The benchmark: the quick protocol (16 x 256, resumable); `make bench-paper-n` the paper's N (128 x 512).
 bench: setup
-	$(PY) studies/bench.py
+	$(PY) -m studies.bench
+
+bench-paper-n: setup
+	$(PY) -m studies.bench --protocol paper-n

@@ -1,4 +1,5 @@
-"""Small helpers the notebooks share: model choice with a visible fallback, and the closing record."""
+"""Small helpers the notebooks and studies share: a dense model loaded once, model choice with a visible
+fallback, and the closing record."""
 from __future__ import annotations
 
 import time
@@ -7,13 +8,21 @@ from pathlib import Path
 from .record import versions, write_json
 
 _T0 = time.perf_counter()
+_MODELS: dict = {}
+
+
+def dense_model(name: str):
+    """(model, tokenizer), loaded once per process; callers deep-copy the model before pruning it."""
+    if name not in _MODELS:
+        from .models import load_model
+        _MODELS[name] = load_model(name)
+    return _MODELS[name]
 
 
 def resolve_model(model: str, preferred: str = "facebook/opt-125m", fallback: str = "smollm2-135m") -> tuple[str, str]:
     """`auto` -> the paper's model where it loads, else the embedded one; returns (name, why). Never silent."""
     if model != "auto":
         return model, "chosen by parameter"
-    from .experiments import dense_model
     from .models import ModelError
     try:
         dense_model(preferred)          # loaded once per process; the notebook reuses it

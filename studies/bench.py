@@ -1,86 +1,115 @@
 """The side-by-side benchmark: every method x sparsity on the embedded model, with seeds, time, memory.
 
-Each run is one `d2p prune` process (so peak memory is that run's own), cached under
-results/bench_runs/ by a hash of its full protocol: an interrupted benchmark continues
-where it stopped. `python studies/bench.py --report` rebuilds the table from the cache only.
+Each run is one `d2p prune` process (so peak memory is that run's own), kept in the studies' run cache
+(studies/runs.py) under the hash of its RunSpec: an interrupted benchmark continues where it stopped.
+`python -m studies.bench --report` rebuilds the table from the cache only.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from d2p_helpers.paper import opt125m_ppl  # noqa: E402
-from d2p_helpers.prune.cli_args import setting_flags  # noqa: E402
-from d2p_helpers.record import write_json, write_text  # noqa: E402
+from d2p_helpers.paper import opt125m_ppl
+from d2p_helpers.record import write_json, write_text
+from studies.runs import CACHE, ROOT, RunSpec, cached, run
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
             "eval": ["wiki", "news:val"], "eval_windows": 16, "dtype": "float32", "device": "cpu"}
 METHODS = ["magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune"]
 SETTINGS = ["0.5", "0.6", "0.7", "0.8", "2:4", "4:8"]
 SEEDED = {"0.5": [0, 1, 2], "0.7": [0, 1, 2]}
-RUNS = ROOT / "results" / "bench_runs"
+METHOD_SPECS: dict = {}            # label -> (method, options) where a label is not a plain method name
+RUN_ORDER = SETTINGS               # settings in the order their seed-0 runs are made
+NAME, TITLE = "bench", "Benchmark (quick protocol, 16 × 256): every method on the embedded model"
+
+# The paper's calibration count (issue: paper-N protocol). N = 128 windows as in the paper; L = 512, the
+# shortest the issue allows: one run is then ~16x the quick protocol's tokens (about 20 min on one thread
+# here), and L = 2048 would quadruple that again.
+PAPER_N = {
+    "PROTOCOL": {"model": "smollm2-135m", "calib": "news", "nsamples": 128, "seqlen": 512,
+                 "eval": ["wiki", "news:val"], "eval_windows": 32, "dtype": "float32", "device": "cpu"},
+    "METHODS": ["wanda", "sparsegpt", "d2prune", "d2prune-noqkv"],
+    "METHOD_SPECS": {"d2prune-noqkv": ("d2prune", {"frozen": "all"})},
+    "SETTINGS": ["0.5", "0.6", "0.7", "0.8", "2:4"],
+    "RUN_ORDER": ["0.7", "2:4", "0.5", "0.6", "0.8"],
+    "SEEDED": {"0.5": [0, 1, 2], "0.7": [0, 1, 2], "2:4": [0, 1, 2]},
+    "NAME": "bench_paper_n",
+    "TITLE": "Benchmark (paper-N protocol, 128 × 512): the paper's calibration count on the embedded model",
+}
 
 
-def run_key(method: str, setting: str, seed: int) -> tuple[str, dict]:
-    spec = {**PROTOCOL, "method": method, "setting": setting, "seed": seed, "options": "defaults"}
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12], spec
+def use_protocol(name: str) -> None:
+    """Switch this module to the paper-N protocol (the quick one is the default)."""
+    if name == "paper-n":
+        globals().update(PAPER_N)
+    elif name != "quick":
+        raise SystemExit(f"bench: unknown protocol '{name}': expected quick or paper-n")
+
+
+def spec(label: str, setting: str, seed: int) -> RunSpec:
+    method, options = METHOD_SPECS.get(label, (label, {}))
+    return RunSpec.make(method, "0" if method == "dense" else setting, options, seed=seed, **PROTOCOL)
 
 
 def plan() -> list[tuple[str, str, int]]:
     """Seed 0 of every cell first, then the extra seeds: an interrupted run still fills the whole table."""
     runs = [("dense", "0", 0)]
-    runs += [(m, s, 0) for s in SETTINGS for m in METHODS]
-    runs += [(m, s, seed) for s in SETTINGS for seed in SEEDED.get(s, [0])[1:] for m in METHODS if m != "magnitude"]
+    runs += [(m, s, 0) for s in RUN_ORDER for m in METHODS]
+    runs += [(m, s, seed) for s in RUN_ORDER for seed in SEEDED.get(s, [0])[1:] for m in METHODS if m != "magnitude"]
     return runs
 
 
-def command(method: str, setting: str, seed: int, out: Path) -> list[str]:
-    p = PROTOCOL
-    base = [sys.executable, "-m", "d2p_helpers.cli", "eval" if method == "dense" else "prune", "--model", p["model"],
-            "--eval", ",".join(p["eval"]), "--seqlen", str(p["seqlen"]), "--eval-windows", str(p["eval_windows"]),
-            "--seed", str(seed), "--out", str(out), "--no-progress"]
-    if method == "dense":
-        return base
-    return base + ["--method", method, *setting_flags(setting), "--calib", p["calib"], "--nsamples", str(p["nsamples"])]
-
-
-def run_all(limit_minutes: float | None) -> None:
-    RUNS.mkdir(parents=True, exist_ok=True)
+def run_all(limit_minutes: float | None, ray_address: str | None = None, device: str = "cpu") -> None:
     todo = plan()
+    if device != "cpu":
+        PROTOCOL["device"] = device
+    if ray_address:
+        from studies.ray_sweep import run_on_ray
+        run_on_ray([spec(*r) for r in todo], ray_address, gpus_per_task=1 if device.startswith("cuda") else 0,
+                   in_process=False)
+        return
     t0 = time.time()
     for i, (method, setting, seed) in enumerate(todo, 1):
-        key, spec = run_key(method, setting, seed)
-        out = RUNS / f"{key}.json"
-        if out.exists():
+        if cached(spec(method, setting, seed)) is not None:
             continue
         if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
-            print(f"[bench] time limit reached; {sum(not (RUNS / f'{run_key(*r)[0]}.json').exists() for r in todo)} runs left")
+            print(f"[bench] time limit reached; {sum(cached(spec(*r)) is None for r in todo)} runs left")
             return
         print(f"[bench] {i}/{len(todo)} {method} {setting} seed {seed}", flush=True)
-        tmp = RUNS / f".{key}.partial.json"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}   # one core per run: timings stay comparable
-        res = subprocess.run(command(method, setting, seed, tmp), capture_output=True, text=True, cwd=ROOT, env=env)
-        if res.returncode != 0:
-            print(res.stderr[-2000:], file=sys.stderr)
-            raise SystemExit(f"[bench] run failed: {method} {setting} seed {seed}")
-        rec = json.loads(tmp.read_text())
-        rec["bench"] = spec
-        write_json(out, rec)
-        tmp.unlink()
+        run(spec(method, setting, seed), in_process=False)
     print(f"[bench] all {len(todo)} runs present ({(time.time() - t0) / 60:.1f} min this call)")
 
 
+def import_records(path) -> int:
+    """Seed the run cache from a results file's records (results/bench.json keeps every run it reports),
+    so a fresh clone regenerates the table without rerunning; returns how many runs were added."""
+    import json
+    from d2p_helpers.record import write_json
+    from studies.runs import cache_path
+    added = 0
+    for rec in json.loads(Path(path).read_text())["records"]:
+        b = rec.get("bench", {})
+        if any(b.get(k) != v for k, v in PROTOCOL.items() if k != "eval") or list(b.get("eval", [])) != PROTOCOL["eval"]:
+            continue
+        s = spec(b["method"], b["setting"], b["seed"])
+        if cached(s) is None:
+            import dataclasses
+            write_json(cache_path(s), {**{k: v for k, v in rec.items() if k != "bench"}, "spec": dataclasses.asdict(s)})
+            added += 1
+    return added
+
+
 def load_records() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    """The planned runs present in the cache, each with its plan coordinates under "bench"."""
+    out = []
+    for method, setting, seed in plan():
+        rec = cached(spec(method, setting, seed))
+        if rec is not None:
+            out.append({**rec, "bench": {**PROTOCOL, "method": method, "setting": setting, "seed": seed}})
+    return out
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -119,7 +148,7 @@ def fmt(cell: dict) -> str:
 def markdown(table: dict, records: list[dict]) -> str:
     dense = table.get("dense@0")
     versions = records[0]["versions"] if records else {}
-    lines = ["# Benchmark: every method on the embedded model",
+    lines = [f"# {TITLE}",
              "",
              f"Protocol: model `{PROTOCOL['model']}` (SmolLM2-135M-Instruct, Q4_1 weights dequantised to fp32), "
              f"calibration `{PROTOCOL['calib']}` {PROTOCOL['nsamples']} × {PROTOCOL['seqlen']} tokens, "
@@ -127,9 +156,10 @@ def markdown(table: dict, records: list[dict]) -> str:
              f"each), CPU fp32, one thread per run. Planned: seeds 0, 1, 2 at 50% and 70%, seed 0 elsewhere; "
              f"seeds run: {seeds_run(table)} ({len(records)} of {len(plan())} planned runs; mean ± std over "
              f"calibration seeds where there are several); "
-             f"magnitude uses no data. D²Prune: r1 = 1, r2 = 0, s = 1500, frozen v (Llama default). "
+             f"magnitude uses no data. D²Prune: r1 = 1, r2 = 0, s = 1500, frozen v (Llama default); d2prune-noqkv: "
+             f"none of q/k/v updated (frozen all). "
              f"torch {versions.get('torch')}, transformers {versions.get('transformers')}. "
-             f"Generated by `studies/bench.py` from `results/bench_runs/`. Time: the runs took "
+             f"Generated by `studies/bench.py{' --protocol paper-n' if NAME != 'bench' else ''}` from the run cache. Time: the runs took "
              f"{sum(r['seconds'] for r in records) / 60:.0f} min in all (sum of per-run seconds, one thread each, "
              f"on a 2-core machine shared with other jobs).",
              ""]
@@ -190,12 +220,12 @@ def figure(table: dict) -> Path:
     for m in METHODS:
         ys = [table[f"{m}@{s}"]["wiki"]["mean"] if f"{m}@{s}" in table else float("nan") for s in xs]
         es = [table[f"{m}@{s}"]["wiki"]["std"] if f"{m}@{s}" in table else 0 for s in xs]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=plots.METHOD_COLORS[m])
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=plots.METHOD_COLORS.get(m, plots.METHOD_COLORS.get(m.split("-")[0])))
         if m in ("magnitude", "sparsegpt"):
             continue
         base = [table.get(f"sparsegpt@{s}", {}).get("wiki", {}).get("mean", float("nan")) for s in xs]
         rel.errorbar(xs, [y / b for y, b in zip(ys, base)], yerr=[e / b for e, b in zip(es, base)], marker="o",
-                     capsize=3, label=m, color=plots.METHOD_COLORS[m])
+                     capsize=3, label=m, color=plots.METHOD_COLORS.get(m, plots.METHOD_COLORS.get(m.split("-")[0])))
     paper = [opt125m_ppl(s) for s in xs]
     rel.plot(xs, [p["D2Prune"] / p["SparseGPT"] if p else float("nan") for p in paper], "k*", ms=10,
              label="paper OPT-125M: D²Prune / SparseGPT")
@@ -206,7 +236,7 @@ def figure(table: dict) -> Path:
     rel.axhline(1, color=plots.METHOD_COLORS["sparsegpt"], lw=1.5, label="sparsegpt")
     rel.set_yscale("log"), rel.set_xlabel("sparsity / pattern"), rel.set_ylabel("perplexity ÷ SparseGPT's (log)")
     rel.set_title("Relative to SparseGPT (below 1 = better)"), rel.legend(fontsize=8)
-    return plots.save(fig, ROOT / "figures" / "bench_ppl.png",
+    return plots.save(fig, ROOT / "figures" / f"{NAME}_ppl.png",
                       caption=f"calib news {PROTOCOL['nsamples']}x{PROTOCOL['seqlen']}, eval wiki test "
                               f"{PROTOCOL['eval_windows']}x{PROTOCOL['seqlen']}; error bars: std over 3 calibration "
                               "seeds at 50% and 70%, one seed elsewhere")
@@ -217,18 +247,26 @@ def report() -> None:
     if not records:
         raise SystemExit("[bench] no runs cached yet; run `make bench`")
     table = aggregate(records)
-    write_json(ROOT / "results" / "bench.json", {"protocol": PROTOCOL, "table": table, "records": records})
-    write_text(ROOT / "results" / "bench.md", markdown(table, records))
+    write_json(ROOT / "results" / f"{NAME}.json", {"protocol": PROTOCOL, "table": table, "records": records})
+    write_text(ROOT / "results" / f"{NAME}.md", markdown(table, records))
     figure(table)
-    print(f"[bench] wrote results/bench.json, results/bench.md, figures/bench_ppl.png ({len(records)} runs)")
+    print(f"[bench] wrote results/{NAME}.json, results/{NAME}.md, figures/{NAME}_ppl.png ({len(records)} runs)")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--protocol", default="quick", help="quick (16 × 256) or paper-n (128 × 512)")
     ap.add_argument("--report", action="store_true", help="only rebuild the table from cached runs")
+    ap.add_argument("--import-records", metavar="JSON", help="seed the run cache from a results file's records")
+    ap.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("RAY_ADDRESS"),
+                    help="run each (method, setting, seed) as a Ray task on this cluster (default: $RAY_ADDRESS)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (with --ray: one GPU per task)")
     ap.add_argument("--limit-minutes", type=float, default=None, help="stop starting new runs after this long")
     a = ap.parse_args()
+    use_protocol(a.protocol)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.import_records:
+        print(f"[bench] {import_records(a.import_records)} runs added to the cache from {a.import_records}")
     if not a.report:
-        run_all(a.limit_minutes)
+        run_all(a.limit_minutes, a.ray, a.device)
     report()

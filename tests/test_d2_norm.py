@@ -50,7 +50,8 @@ def test_normalised_equals_authors_scale_at_the_reference_n():
 
 def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
     """lambda=(1, 0), s=1500 and the authors' N study at the default N are the same run: one cache file."""
-    from d2p_helpers.experiments import canonical_options, hparam_study
+    from studies.hparams import hparam_study
+    from studies.runs import canonical_options
     assert canonical_options({"r1": 1.0, "r2": 0.0, "s": 1500.0, "d2_norm": "authors", "frozen": "v"}) == {"frozen": "v"}
     assert canonical_options({"r1": 0.5, "d2_norm": "mean"}) == {"r1": 0.5, "d2_norm": "mean"}
     assert str(canonical_options({"r1": 0, "r2": 1})) == str(canonical_options({"r1": 0.0, "r2": 1.0}))
@@ -67,7 +68,7 @@ def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
 
 
 def test_knob_effect_compares_the_spread_with_seed_noise():
-    from d2p_helpers.experiments import knob_effect
+    from studies.hparams import knob_effect
     flat = [{"ppl": [100 + d, 100 - d]} for d in (5, 3, 4, 6)]                 # same mean, seed noise only
     steep = [{"ppl": [m + 1, m - 1]} for m in (100, 130, 160, 190)]
     assert knob_effect(flat).endswith("within noise") and "100.00–100.00" in knob_effect(flat)

@@ -54,7 +54,7 @@ def test_cli_finetune_writes_model_and_log(tmp_path):
 
 def test_recovery_study_reuses_finished_rows_only_under_the_same_protocol(tmp_path, monkeypatch):
     import d2p_helpers.prune as prune_pkg
-    from d2p_helpers.finetune import recovery_study
+    from studies.lora import recovery_study
     kw = dict(nsamples=2, seqlen=32, steps=2, train_seqlen=16, eval_windows=1, zeroshot_tasks=["piqa"],
               zeroshot_limit=2, progress=False)
     first = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"], **kw)

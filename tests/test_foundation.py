@@ -114,7 +114,7 @@ def test_embedded_model_perplexity_matches_transformers_loss(smollm2):
 
 
 def test_readme_tables_are_generated_from_results():
-    from d2p_helpers.readme import render
+    from studies.readme import render
     text = (ROOT / "README.md").read_text()
     assert render(text) == text, "README tables are stale: run `python -m d2p_helpers.readme`"
     assert "make test" in text

@@ -62,3 +62,18 @@ def setting_flags(setting: str) -> list[str]:
     """A benchmark setting as `d2p prune` flags: "0.6" -> --sparsity 0.6, "2:4" -> --pattern 2:4."""
     from . import setting_kwargs
     return [x for k, v in setting_kwargs(setting).items() for x in (f"--{k}", str(v))]
+
+
+def option_flags(options: dict) -> list[str]:
+    """PruneConfig options (non-default ones) as `d2p prune` flags: the exact command a record can be rerun with."""
+    renamed = {"batch_size": "calib-batch-size"}
+    flags = []
+    for name, value in sorted(options.items()):
+        flag = "--" + renamed.get(name, name.replace("_", "-"))
+        if name == "track_error":
+            flags += [flag, {None: "auto", True: "yes", False: "no"}[value]]
+        elif isinstance(value, bool):
+            flags += [flag] if value else []
+        else:
+            flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return flags

@@ -1,0 +1,180 @@
+"""One run description and one cache for every study (benchmark, q/k/v, hyper-parameters, recipes).
+
+A run is a frozen `RunSpec`: its fields are the record's protocol and the hash of those fields is the
+cache key, so a study interrupted half-way continues where it stopped, a notebook re-run reuses what a
+script already measured, and a run made in-process, in a subprocess or on a Ray worker is the same run."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from d2p_helpers.notebook import dense_model
+from d2p_helpers.record import peak_rss_mb, versions, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "results" / "runs"     # git-ignored; `python -m studies.runs --import-legacy` seeds it
+
+
+def canonical_options(options: dict) -> dict:
+    """Drop options equal to PruneConfig's defaults: the same run spelled two ways shares one cache entry."""
+    from dataclasses import MISSING, fields
+    from d2p_helpers.prune.config import PruneConfig
+    defaults = {f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}
+
+    def number(v):   # 1 and 1.0 are one run
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    return {k: number(v) for k, v in sorted(options.items()) if k not in defaults or defaults[k] != v}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one prune-and-evaluate run; `method="dense"` evaluates the unpruned model."""
+    method: str
+    setting: str = "0"                       # "0.5" (unstructured) or "2:4"; "0" for dense
+    model: str = "smollm2-135m"
+    calib: str = "news"
+    nsamples: int = 16
+    seqlen: int = 256
+    seed: int = 0
+    eval: tuple = ("wiki",)
+    eval_windows: int = 16
+    attention_windows: int = 0
+    options: tuple = ()                      # sorted (name, value) pairs of non-default PruneConfig options
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    @classmethod
+    def make(cls, method: str, setting="0", options: dict | None = None, **protocol) -> "RunSpec":
+        protocol["eval"] = tuple(protocol.get("eval", ("wiki",)))
+        return cls(method=method, setting=str(setting), options=tuple(canonical_options(options or {}).items()),
+                   **protocol)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def prune_kwargs(self) -> dict:
+        from d2p_helpers.prune import setting_kwargs
+        return {**setting_kwargs(self.setting), "calib": self.calib, "nsamples": self.nsamples,
+                "seqlen": self.seqlen, "seed": self.seed, **dict(self.options)}
+
+    def command(self, out: Path) -> list[str]:
+        """The same run as one `d2p` process (its peak memory is then this run's own)."""
+        from d2p_helpers.prune.cli_args import option_flags, setting_flags
+        cmd = [sys.executable, "-m", "d2p_helpers.cli", "eval" if self.method == "dense" else "prune",
+               "--model", self.model, "--eval", ",".join(self.eval), "--seqlen", str(self.seqlen),
+               "--eval-windows", str(self.eval_windows), "--seed", str(self.seed), "--dtype", self.dtype,
+               "--device", self.device, "--out", str(out), "--no-progress", "--threads", "1"]
+        if self.method != "dense":
+            cmd += ["--method", self.method, *setting_flags(self.setting), "--calib", self.calib,
+                    "--nsamples", str(self.nsamples), *option_flags(dict(self.options))]
+        return cmd
+
+
+def cache_path(spec: RunSpec, cache_dir=None) -> Path:
+    return Path(cache_dir or CACHE) / f"{spec.key}.json"
+
+
+def cached(spec: RunSpec, cache_dir=None) -> dict | None:
+    path = cache_path(spec, cache_dir)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run(spec: RunSpec, cache_dir=None, progress: bool = False, cached_only: bool = False,
+        in_process: bool = True) -> dict | None:
+    """The run's record: from the cache when present, else measured (in this process, or as a `d2p`
+    subprocess with one thread) and cached. With cached_only, None for a run not measured yet."""
+    rec = cached(spec, cache_dir)
+    if rec is not None or cached_only:
+        return rec
+    return store(measure(spec, progress, in_process), cache_dir)
+
+
+def measure(spec: RunSpec, progress: bool = False, in_process: bool = True) -> dict:
+    """Run it now (no cache): the record, with its spec."""
+    rec = _measure_in_process(spec, progress) if in_process else _measure_as_process(spec)
+    return {**rec, "spec": json.loads(json.dumps(dataclasses.asdict(spec)))}   # as the cache holds it
+
+
+def store(rec: dict, cache_dir=None) -> dict:
+    """Put a measured record in the cache under its spec's key (wherever it was measured)."""
+    write_json(cache_path(RunSpec(**{**rec["spec"], "eval": tuple(rec["spec"]["eval"]),
+                                     "options": tuple(tuple(o) for o in rec["spec"]["options"])}), cache_dir), rec)
+    return rec
+
+
+def _measure_in_process(spec: RunSpec, progress: bool) -> dict:
+    from d2p_helpers.attention import compare_attention
+    from d2p_helpers.data import eval_windows
+    from d2p_helpers.evaluate import perplexities
+    from d2p_helpers.prune import prune
+    base, tok = dense_model(spec.model)
+    model = copy.deepcopy(base)
+    t0 = time.perf_counter()
+    rec = {}
+    if spec.method != "dense":
+        rec.update(prune(model, spec.method, tokenizer=tok, progress=progress, **spec.prune_kwargs()).to_record())
+    rec["ppl"], rec["eval"] = perplexities(model, tok, list(spec.eval), spec.seqlen, spec.eval_windows,
+                                           progress=progress)
+    if spec.attention_windows:
+        win = eval_windows(tok, spec.eval[0], spec.seqlen, spec.attention_windows)
+        rec["attention"] = compare_attention(model, base, win.ids, progress=progress)
+    rec["versions"] = versions()
+    rec["seconds"] = time.perf_counter() - t0
+    rec["peak_rss_mb"] = peak_rss_mb()
+    return rec
+
+
+def _measure_as_process(spec: RunSpec) -> dict:
+    out = CACHE.parent / "runs_partial" / f"{spec.key}.{os.getpid()}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(spec.command(out), capture_output=True, text=True, cwd=ROOT, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"run failed ({spec.method} {spec.setting} seed {spec.seed}): {res.stderr[-1500:]}")
+    rec = json.loads(out.read_text())
+    out.unlink()
+    return rec
+
+
+def prune_and_eval(spec: dict, cache_dir=None, attention_windows: int = 0, progress: bool = False,
+                   cached_only: bool = False) -> dict | None:
+    """A run from a protocol dict (model, method, sparsity|pattern, calib, nsamples, seqlen, seed, eval,
+    eval_windows, options): the notebooks' spelling of `run(RunSpec.make(...))`."""
+    d = dict(spec)
+    setting = d.pop("pattern", None) or d.pop("sparsity", None) or "0"
+    d.pop("sparsity", None)
+    return run(RunSpec.make(d.pop("method"), setting, d.pop("options", {}), attention_windows=attention_windows,
+                            **d), cache_dir, progress, cached_only)
+
+
+def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> dict | None:
+    """A study's result file when its protocol matches the caller's, else None (the notebooks then run live)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
+
+
+def method_table(base: dict, methods: list[str], settings: list[str], cache_dir=None) -> dict:
+    """{"method@setting": {mean, std, n}} of perplexity on base's first eval text, one seed (base["seed"]),
+    in the shape of results/bench.json's table; "dense@0" is the unpruned model."""
+    from .prune import setting_kwargs
+    text = base["eval"][0]
+
+    def cell(spec):
+        return {"mean": prune_and_eval(spec, cache_dir)["ppl"][text], "std": 0.0, "n": 1}
+
+    table = {"dense@0": cell({**base, "method": "dense"})}
+    for s in settings:
+        for m in methods:
+            table[f"{m}@{s}"] = cell({**base, **setting_kwargs(s), "method": m})
+    return table
