@@ -1,0 +1,72 @@
+"""Exact least-squares reconstruction of the kept weights once a mask is final.
+
+SparseGPT's update is optimal column by column (the later columns absorb the error of the
+earlier ones, the earlier ones are frozen); Wanda, RIA and refined masks get no update at all.
+For a fixed mask the best kept weights of row i are the least-squares solution
+
+    min_{w' : w'_j = 0 outside S_i} || (w_i - w') X ||^2   <=>   H_SS w'_S = (H w_i)_S,
+
+with H damped as SparseGPT damps it (H + percdamp * mean(diag H) * I, on both sides: the damped
+objective, i.e. a small ridge pull towards the original weights). Each row has its own kept set
+S_i, so each row needs its own Cholesky factorisation of a |S_i| x |S_i| matrix; rows are solved
+in batches, rows with fewer kept weights padded with identity rows/columns."""
+from __future__ import annotations
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 24      # ~64 MB of fp32 sub-matrices per batched solve
+
+
+def _damped(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """fp32 copy of H with dead inputs (H_jj = 0) set to 1, as SparseGPT does, plus its damping."""
+    H = hessian.detach().float().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    if percdamp > 0:
+        H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
+    return H
+
+
+def _solve_spd(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched A x = b for symmetric positive (semi)definite A; if a Cholesky fails (rank-deficient
+    H_SS without damping), that batch item is solved by least squares instead."""
+    L, info = torch.linalg.cholesky_ex(A)
+    y = torch.linalg.solve_triangular(L, b[..., None], upper=False)      # two triangular solves: much
+    x = torch.linalg.solve_triangular(L.mT, y, upper=True)[..., 0]         # faster than cholesky_solve on CPU
+    bad = info != 0
+    if bad.any():
+        x[bad] = torch.linalg.lstsq(A[bad].double(), b[bad].double()[..., None], driver="gelsd").solution[..., 0].float()
+    return x
+
+
+@torch.no_grad()
+def exact(weight: torch.Tensor, pruned_mask: torch.Tensor, hessian: torch.Tensor, percdamp: float = 0.01
+          ) -> torch.Tensor:
+    """Least-squares kept weights for a fixed mask (True = pruned); exact zeros where pruned, fp32.
+
+    percdamp = 0 solves the undamped normal equations (least squares where H_SS is singular)."""
+    W = weight.detach().float()
+    H = _damped(hessian, percdamp)
+    keep = ~pruned_mask
+    out = torch.zeros_like(W)
+    counts = keep.sum(dim=1)
+    kmax = int(counts.max()) if counts.numel() else 0
+    if kmax == 0:
+        return out
+    rhs = W @ H                                                   # row i: (H w_i)_j, H symmetric
+    # kept columns of each row first (ascending), then pruned ones used as padding
+    idx = torch.argsort(pruned_mask.to(torch.int8), dim=1, stable=True)[:, :kmax]
+    valid = torch.arange(kmax, device=W.device)[None, :] < counts[:, None]
+    chunk = max(1, CHUNK_ELEMENTS // (kmax * kmax))
+    for r0 in range(0, W.shape[0], chunk):
+        ix, ok = idx[r0:r0 + chunk], valid[r0:r0 + chunk]
+        A = torch.empty(len(ix), kmax, kmax, dtype=H.dtype, device=H.device)
+        for t, cols in enumerate(ix):                                 # H_SS per row, [c, k, k]
+            torch.index_select(H.index_select(0, cols), 1, cols, out=A[t])
+        if not bool(ok.all()):                                        # padding: identity block, rhs 0
+            A.masked_fill_(~(ok[:, :, None] & ok[:, None, :]), 0)
+            A.diagonal(dim1=1, dim2=2).masked_fill_(~ok, 1)
+        b = rhs[r0:r0 + chunk].gather(1, ix) * ok
+        x = _solve_spd(A, b) * ok
+        out[r0:r0 + chunk].scatter_(1, ix, x)                         # padding slots are pruned: x = 0 there
+    return out.masked_fill_(pruned_mask, 0)
