@@ -1,5 +1,8 @@
 """Attention diagnostics: KL(pruned || dense) of attention distributions, attention-output
-RMSE, long-tail statistics (peak, entropy) and output-logit KL. Needs eager attention."""
+RMSE, long-tail statistics (peak, entropy) and output-logit KL. Needs eager attention.
+
+timm's Attention returns no weights; with its fused (SDPA) path switched off it computes
+softmax(q k^T * scale) and passes it through `attn_drop` (identity in eval), where a hook reads it."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -16,6 +19,18 @@ EPS = 1e-12
 @contextmanager
 def eager_attention(model):
     """sdpa cannot return attention weights; switch to eager for the duration."""
+    from .models import is_timm
+    if is_timm(model):
+        mods = [m for m in model.modules() if hasattr(m, "fused_attn") and hasattr(m, "attn_drop")]
+        saved = [m.fused_attn for m in mods]
+        for m in mods:
+            m.fused_attn = False
+        try:
+            yield model
+        finally:
+            for m, f in zip(mods, saved):
+                m.fused_attn = f
+        return
     previous = getattr(model.config, "_attn_implementation", None)
     if previous != "eager":
         model.set_attn_implementation("eager")
@@ -47,14 +62,24 @@ def long_tail(p: torch.Tensor) -> tuple[float, float]:
 @contextmanager
 def capture_attention_modules(modules: list):
     """Record (output, weights) of each attention module for the next forward."""
-    store = [None] * len(modules)
+    store, probs = [None] * len(modules), [None] * len(modules)
 
     def make(i):
         def hook(_m, _args, out):
+            if isinstance(out, torch.Tensor):      # timm: the output alone; weights from the attn_drop hook
+                store[i], probs[i] = (out.detach(), probs[i]), None
+                return
             store[i] = (out[0].detach(), out[1].detach() if isinstance(out, tuple) and len(out) > 1
                         and out[1] is not None else None)
         return hook
+
+    def make_probs(i):
+        def hook(_m, args, _out):
+            probs[i] = args[0].detach()
+        return hook
     handles = [m.register_forward_hook(make(i)) for i, m in enumerate(modules)]
+    handles += [m.attn_drop.register_forward_hook(make_probs(i)) for i, m in enumerate(modules)
+                if hasattr(m, "fused_attn") and hasattr(m, "attn_drop")]
     try:
         yield store
     finally:

