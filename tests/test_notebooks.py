@@ -19,7 +19,7 @@ TEST_PARAMETERS = {
     "06_method_comparison": {**TINY, "use_results": False, "settings": ["0.5", "2:4"]},
     "07_zero_shot": {**TINY, "limit": 4, "tasks": ["piqa", "hellaswag"]},
     "08_scale_to_llama": {"model": "tiny-llama3-gqa", "nsamples": 2, "seqlen": 64, "eval_windows": 1},
-    "09_deit_vision": {"model": "tiny-dinov2", "nsamples": 2, "knn_train": 30, "knn_test": 10, "sparsities": [0.5],
+    "09_deit_vision": {"model": "tiny-timm-vit", "nsamples": 2, "knn_train": 30, "knn_test": 10, "sparsities": [0.5],
                        "methods": ["wanda", "d2prune"]},
     "10_sparse_speedup": {"model": "tiny-llama", "nsamples": 2, "seqlen": 64},
     "11_hyperparameters": {**TINY, "use_results": False, "seeds": [0, 1], "lambda_grid": [0.0, 1.0],
