@@ -234,3 +234,36 @@ def test_imagenet_folder_top1_with_timm_head_and_data_config(tmp_path):
     import json
     v = json.loads(out.read_text())["vision"]
     assert rc == 0 and {"top1_pruned", "top1_dense"} <= set(v) and "knn_top1_pruned" not in v
+
+
+def test_timm_pretrained_weights_from_a_file_or_the_local_cache(tmp_path, monkeypatch):
+    """timm:NAME finds weights where timm would have downloaded them (the Hugging Face cache), or ?file=PATH."""
+    from safetensors.torch import save_file
+
+    from d2p_helpers.models import cached_timm_weights
+    ref, _ = load_model("timm:deit_tiny_patch16_224?pretrained=0", seed=3)
+    weights = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    from_file, _ = load_model(f"timm:deit_tiny_patch16_224?file={tmp_path / 'w.safetensors'}")
+    assert torch.equal(from_file.blocks[0].attn.qkv.weight, ref.blocks[0].attn.qkv.weight)
+    # the hub cache layout: models--ORG--NAME/refs/main + snapshots/REV/FILE
+    import huggingface_hub.constants as hc
+    from timm.models import get_pretrained_cfg
+    repo = get_pretrained_cfg("deit_tiny_patch16_224").hf_hub_id
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text("abc123")
+    (root / "snapshots" / "abc123").mkdir(parents=True)
+    save_file(weights, str(root / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert cached_timm_weights("deit_tiny_patch16_224") == str(root / "snapshots" / "abc123" / "model.safetensors")
+    cached, _ = load_model("timm:deit_tiny_patch16_224")
+    assert torch.equal(cached.head.weight, ref.head.weight) and "pretrained from" in cached.d2p_weights
+
+
+def test_cli_refuses_selectors_that_cannot_see_fused_qkv(capsys):
+    from d2p_helpers.cli import main
+    rc = main(["prune", "--model", "tiny-timm-vit", "--method", "d2prune", "--sparsity", "0.5", "--frozen", "auto:kl",
+               "--calib", "fashion-mnist", "--eval", "fashion-mnist", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "fused qkv" in err[0]
