@@ -135,22 +135,23 @@ def main() -> None:
     evaluate = lambda m: vision.evaluate(m, dense, p["data"], a.knn_train, a.knn_test, p["seed"],  # noqa: E731
                                          attention_images=a.attention_images)
     runs = {"dense": cached_run(p, {"method": "dense"}, lambda: evaluate(dense))}
+
+    def prune_and_evaluate(method: str, sp: float, seed: int) -> dict:
+        m = copy.deepcopy(dense)
+        samples = vision.calibration_samples(p["data"], p["nsamples"], seed, dense)
+        rep = prune(m, method, sparsity=sp, samples=samples, progress=False)
+        r = evaluate(m)
+        r.update(prune_seconds=rep.prune_seconds, achieved_sparsity=rep.achieved_sparsity,
+                 frozen_per_layer=rep.frozen_per_layer)
+        return r
+
     new = 0
     for method, sp, seed in cells:
         cell = {"method": method, "sparsity": sp, "calib_seed": seed}
         fresh = not cell_path(p, cell).exists()
         if fresh and a.max_runs is not None and new >= a.max_runs:
             continue
-
-        def compute():
-            m = copy.deepcopy(dense)
-            samples = vision.calibration_samples(p["data"], p["nsamples"], seed, dense)
-            rep = prune(m, method, sparsity=sp, samples=samples, progress=False)
-            r = evaluate(m)
-            r.update(prune_seconds=rep.prune_seconds, achieved_sparsity=rep.achieved_sparsity,
-                     frozen_per_layer=rep.frozen_per_layer)
-            return r
-        r = cached_run(p, cell, compute)
+        r = cached_run(p, cell, lambda: prune_and_evaluate(method, sp, seed))  # noqa: B023 (called at once)
         new += fresh
         runs[f"{method}@{sp}-seed{seed}"] = r
         print(f"{'ran' if fresh else 'cached'} {method}@{sp} seed {seed}: k-NN {r['knn_top1_pruned']:.3f} "
