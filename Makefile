@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-full test test-fast notebooks sync-notebooks bench lab clean-cache bench-paper-n
+.PHONY: setup demo demo-full test test-fast lint notebooks sync-notebooks bench lab clean-cache bench-paper-n
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -52,11 +52,17 @@ notebooks: setup
 sync-notebooks:
 	cd notebooks && for f in [0-9][0-9]_*.py; do ../$(VENV)/bin/jupytext --quiet --update --set-kernel d2prune --to ipynb "$$f"; done
 
-test: setup
-	$(PY) -m pytest -q
-
-test-fast: setup
+# Two tiers: the fast one (tiny random models, in-process CLI; about a minute) first, then the slow one
+# (the embedded model, lm-eval agreement, Ray, notebooks). pytest-randomly shuffles the order every run.
+test: setup lint
 	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
+
+test-fast: setup lint
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

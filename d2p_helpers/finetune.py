@@ -4,7 +4,6 @@ The LoRA update B A is dense; merged naively it would refill every pruned weight
 the base weight is non-zero, so the saved model keeps its exact sparsity and N:M pattern."""
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path

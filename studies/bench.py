@@ -14,7 +14,7 @@ from pathlib import Path
 
 from d2p_helpers.paper import opt125m_ppl
 from d2p_helpers.record import write_json, write_text
-from studies.runs import CACHE, ROOT, RunSpec, cached, run
+from studies.runs import ROOT, RunSpec, cached, run
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
             "eval": ["wiki", "news:val"], "eval_windows": 16, "dtype": "float32", "device": "cpu"}

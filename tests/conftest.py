@@ -6,7 +6,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from d2p_helpers.record import set_threads  # noqa: E402
 
@@ -28,3 +27,19 @@ def smollm2():
 def tiny(name="tiny-llama", seed=0):
     from d2p_helpers.models import load_model
     return load_model(name, seed=seed)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """`d2p ARGS` in this process (no interpreter start-up): returns (exit status, stdout, stderr)."""
+    from d2p_helpers.cli import main
+
+    def call(*args):
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:          # argparse's own errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return call

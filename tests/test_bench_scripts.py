@@ -11,10 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args, tmp_path, **env):
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "paper_protocol.py"), "--out", str(tmp_path / "pp"),
+    return subprocess.run([sys.executable, str(ROOT / "studies" / "paper_protocol.py"), "--out", str(tmp_path / "pp"),
                            *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=900)
 
 
+@pytest.mark.slow
 def test_paper_protocol_without_cuda_says_what_it_would_do_and_writes_nothing(tmp_path):
     r = _run([], tmp_path, CUDA_VISIBLE_DEVICES="")
     assert r.returncode == 0 and "no CUDA device" in r.stdout and "--nsamples 128 --seqlen 2048" in r.stdout

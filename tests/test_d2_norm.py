@@ -1,4 +1,5 @@
 """The D² term's strength: the authors' accumulation grows with N; the normalised one does not."""
+import pytest
 import torch
 
 from d2p_helpers.calibration import LinearStats
@@ -48,6 +49,7 @@ def test_normalised_equals_authors_scale_at_the_reference_n():
         assert torch.allclose(ya, ym, rtol=1e-4) and torch.allclose(xa, xm, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
     """lambda=(1, 0), s=1500 and the authors' N study at the default N are the same run: one cache file."""
     from studies.hparams import hparam_study

@@ -1,5 +1,4 @@
 """Pruning engine: the algorithms' known relations, exact sparsity, N:M validity, round trips."""
-import copy
 import json
 
 import pytest

@@ -1,8 +1,7 @@
 """LoRA recovery: sparsity and N:M pattern survive the merge; training resumes from its checkpoint."""
 import json
-import subprocess
-import sys
 
+import pytest
 import torch
 
 from conftest import tiny
@@ -36,14 +35,14 @@ def test_finetune_resumes_from_checkpoint(tmp_path):
     assert res["log"]["resumed_from"] == 2 and len(res["log"]["losses"]) == 4
 
 
-def test_cli_finetune_writes_model_and_log(tmp_path):
+def test_cli_finetune_writes_model_and_log(tmp_path, run_cli):
     model, tok = tiny("tiny-llama")
     rep = prune(model, "sparsegpt", sparsity=0.6, nsamples=2, seqlen=64, tokenizer=tok, progress=False)
     save_pruned(model, tok, tmp_path / "pruned", rep)
-    r = subprocess.run([sys.executable, "-m", "d2p_helpers.cli", "finetune", "--model", str(tmp_path / "pruned"),
-                        "--steps", "2", "--seqlen", "32", "--batch-size", "2", "--out", str(tmp_path / "ft"),
-                        "--eval", "wiki", "--eval-windows", "1", "--no-progress"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_cli("finetune", "--model", tmp_path / "pruned", "--steps", "2", "--seqlen", "32",
+                           "--batch-size", "2", "--out", tmp_path / "ft", "--eval", "wiki", "--eval-windows", "1",
+                           "--no-progress")
+    assert code == 0, err
     log = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     assert len(log["losses"]) == 2 and "wiki" in log["ppl_after"]
     from transformers import AutoModelForCausalLM
@@ -52,6 +51,7 @@ def test_cli_finetune_writes_model_and_log(tmp_path):
     assert abs(float((w == 0).float().mean()) - 0.6) < 0.01
 
 
+@pytest.mark.slow
 def test_recovery_study_reuses_finished_rows_only_under_the_same_protocol(tmp_path, monkeypatch):
     import d2p_helpers.prune as prune_pkg
     from studies.lora import recovery_study
@@ -71,6 +71,7 @@ def test_recovery_study_reuses_finished_rows_only_under_the_same_protocol(tmp_pa
     assert other["rows"][0]["losses"] == row["losses"]      # the LoRA checkpoint itself is reused
 
 
+@pytest.mark.slow
 def test_resuming_with_other_training_settings_is_refused(tmp_path):
     import pytest
     model, tok = tiny("tiny-llama")

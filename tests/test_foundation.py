@@ -61,11 +61,6 @@ def test_windows(tokenizer):
         eval_windows(tokenizer, "news:val", 10**7)
 
 
-def _cli(*args, tmp_path=None):
-    return subprocess.run([sys.executable, "-m", "d2p_helpers.cli", *args], capture_output=True, text=True,
-                          cwd=tmp_path)
-
-
 @pytest.mark.parametrize("args,needle", [
     (["eval", "--model", "no-such-model", "--eval", "wiki"], "offline choices"),
     (["eval", "--model", "facebook/opt-125m", "--eval", "wiki"], "offline"),
@@ -79,20 +74,28 @@ def _cli(*args, tmp_path=None):
     (["prune", "--model", "tiny-opt", "--method", "d2prune", "--sparsity", "0.5", "--frozen", "x"], "frozen"),
     (["prune", "--model", "tiny-opt", "--method", "d2prune", "--sparsity", "0.5", "--bogus", "1"], "unrecognized"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
+def test_bad_input_exits_2_with_one_line(tmp_path, args, needle, run_cli):
     out = tmp_path / "r.json"
-    res = _cli(*args, "--out", str(out), tmp_path=tmp_path)
-    assert res.returncode == 2, res.stderr
-    lines = [l for l in res.stderr.splitlines() if l.strip() and "%|" not in l]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr, res.stderr
+    code, _, err = run_cli(*args, "--out", out)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
     assert not out.exists() and not list(tmp_path.glob(".r.json*"))
 
 
-def test_eval_record_on_tiny_model(tmp_path):
+@pytest.mark.slow
+def test_the_console_script_is_the_same_entry_point(tmp_path):
+    """One real subprocess: `python -m d2p_helpers.cli` exits 2 with one line on bad input."""
+    res = subprocess.run([sys.executable, "-m", "d2p_helpers.cli", "prune", "--model", "tiny-opt", "--method", "obs",
+                          "--sparsity", "0.5"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "unknown method" in res.stderr
+
+
+def test_eval_record_on_tiny_model(tmp_path, run_cli):
     out = tmp_path / "r.json"
-    res = _cli("eval", "--model", "tiny-opt", "--eval", "wiki,news:val", "--seqlen", "64", "--eval-windows", "2",
-               "--out", str(out), "--no-progress")
-    assert res.returncode == 0, res.stderr
+    code, _, err = run_cli("eval", "--model", "tiny-opt", "--eval", "wiki,news:val", "--seqlen", "64",
+                           "--eval-windows", "2", "--out", out, "--no-progress")
+    assert code == 0, err
     rec = json.loads(out.read_text())
     assert set(rec["ppl"]) == {"wiki", "news:val"}
     assert rec["protocol"]["seqlen"] == 64 and rec["protocol"]["eval"]["wiki"]["windows"] == 2

@@ -8,7 +8,7 @@ from d2p_helpers.prune.selectors import outlier_ratio
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt"])
-@pytest.mark.parametrize("selector", ["auto:ppl", "auto:kl", "auto:outlier"])
+@pytest.mark.parametrize("selector", [pytest.param("auto:ppl", marks=pytest.mark.slow), "auto:kl", "auto:outlier"])
 def test_selector_gives_a_valid_choice_per_layer(name, selector):
     model, tok = tiny(name)
     rep = prune(model, "d2prune", sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, frozen=selector, progress=False)
@@ -40,7 +40,7 @@ def test_outlier_definitions_differ_as_the_spec_says():
         outlier_ratio(w, None, None, "nonsense")
 
 
-@pytest.mark.parametrize("selector", ["auto:ppl", "auto:kl", "auto:outlier"])
+@pytest.mark.parametrize("selector", [pytest.param("auto:ppl", marks=pytest.mark.slow), "auto:kl", "auto:outlier"])
 def test_selectors_never_read_the_evaluation_text(monkeypatch, selector):
     """Every text the selectors load is recorded: only the calibration text's calib and val splits appear.
     Replacing the whole evaluation text (wiki test) with garbage cannot change the choice."""

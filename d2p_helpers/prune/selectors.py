@@ -117,7 +117,7 @@ def run_with_selector(model, cfg, tokenizer=None, samples=None, progress=True):
 
 def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
     """Three full prunings (freeze q, k, v), each scored on the calibration text's val split."""
-    from ..data import DataError, eval_windows, parse_name
+    from ..data import eval_windows, parse_name
     from ..evaluate import perplexity
     if tokenizer is None:
         raise PruneError("auto:ppl needs a tokenizer (it is for language models)")
