@@ -108,6 +108,12 @@ def eval_windows(tokenizer, spec: str, seqlen: int, max_windows: int | None = No
     return TokenWindows(ids[: n * seqlen].view(n, seqlen), spec, int(ids.numel()))
 
 
+def random_windows(ids: torch.Tensor, n: int, seqlen: int, seed: int) -> torch.Tensor:
+    """`n` seeded random windows of `seqlen` tokens from one token stream, [n, seqlen]."""
+    rng = random.Random(seed)
+    return torch.stack([ids[s:s + seqlen] for s in (rng.randint(0, ids.numel() - seqlen - 1) for _ in range(n))])
+
+
 def calibration_windows(tokenizer, spec: str, nsamples: int, seqlen: int, seed: int) -> TokenWindows:
     """`nsamples` random windows of `seqlen` tokens from the calibration split.
 
@@ -119,6 +125,4 @@ def calibration_windows(tokenizer, spec: str, nsamples: int, seqlen: int, seed: 
     ids = tokenize(tokenizer, load_text(spec, "calib"))
     if ids.numel() <= seqlen:
         raise DataError(f"calibration text '{spec}' has {ids.numel()} tokens, need more than seqlen={seqlen}")
-    rng = random.Random(seed)
-    starts = [rng.randint(0, ids.numel() - seqlen - 1) for _ in range(nsamples)]
-    return TokenWindows(torch.stack([ids[s:s + seqlen] for s in starts]), spec, int(ids.numel()))
+    return TokenWindows(random_windows(ids, nsamples, seqlen, seed), spec, int(ids.numel()))

@@ -4,21 +4,18 @@ The LoRA update B A is dense; merged naively it would refill every pruned weight
 the base weight is non-zero, so the saved model keeps its exact sparsity and N:M pattern."""
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .data import tokenize, load_text
+from .data import load_text, random_windows, tokenize
 from .record import replace_file, write_json
 
 
 def training_windows(tokenizer, data: str, seqlen: int, count: int, seed: int) -> torch.Tensor:
-    ids = tokenize(tokenizer, load_text(data, "calib"))
-    rng = random.Random(seed)
-    return torch.stack([ids[s:s + seqlen] for s in (rng.randint(0, ids.numel() - seqlen - 1) for _ in range(count))])
+    return random_windows(tokenize(tokenizer, load_text(data, "calib")), count, seqlen, seed)
 
 
 def sparsity_masks(model, targets: list[str]) -> dict[str, torch.Tensor]:
