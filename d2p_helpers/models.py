@@ -174,7 +174,7 @@ def cached_timm_weights(name: str) -> str | None:
     if cfg.hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
         repo, _, revision = cfg.hf_hub_id.partition("@")
-        for filename in ("model.safetensors", "pytorch_model.bin"):
+        for filename in filter(None, (getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin")):
             hit = try_to_load_from_cache(repo, filename, revision=revision or None)
             if isinstance(hit, str):
                 return hit

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -162,7 +163,9 @@ def knn_top1(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor,
     return float((votes.argmax(1) == test_y).float().mean())
 
 
-_DENSE_FEATURES: dict = {}   # the dense model's features are the same for every pruned model compared to it
+# The dense model's features are the same for every pruned model compared to it. Keyed weakly by the model
+# object: an id() key could be reused by a later model at the same address and return its predecessor's features.
+_DENSE_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, seed: int = 0,
@@ -173,14 +176,14 @@ def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, se
     xte, yte = load_images(spec, "test", test_n, seed, dense)
     out = {"data": spec, "train_images": len(ytr), "test_images": len(yte)}
     for tag, m in (("pruned", model), ("dense", dense)):
-        key = (id(m), spec, train_n, test_n, seed)
-        if tag == "dense" and key in _DENSE_FEATURES:
-            ftr, fte, logits = _DENSE_FEATURES[key]
+        key = (spec, train_n, test_n, seed)
+        if tag == "dense" and key in _DENSE_FEATURES.get(m, {}):
+            ftr, fte, logits = _DENSE_FEATURES[m][key]
         else:
             ftr, _ = features(m, xtr, progress=progress)
             fte, logits = features(m, xte, progress=progress)
             if tag == "dense" and m is not model:
-                _DENSE_FEATURES[key] = (ftr, fte, logits)
+                _DENSE_FEATURES.setdefault(m, {})[key] = (ftr, fte, logits)
         if logits is not None and spec.startswith("imagenet:"):
             out[f"top1_{tag}"] = float((logits.argmax(1) == yte).float().mean())
         else:
