@@ -1,12 +1,15 @@
-"""One plotting style for every notebook and the benchmark; figures saved as PNG under figures/."""
+"""One plotting style for every notebook and the benchmark; figures saved as PNG under figures/ and, in a
+Jupyter kernel (JupyterLab, or papermill's headless runs), shown inline as well.
+
+The backend is left to the environment: Jupyter kernels use the inline backend, scripts and pytest whatever
+MPLBACKEND says (the tests set Agg for their own process, never for the kernels they start)."""
 from __future__ import annotations
 
+import math
+import statistics
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg") if matplotlib.get_backend().lower() in ("agg", "") else None
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 METHOD_COLORS = {"dense": "#444444", "magnitude": "#bbbbbb", "wanda": "#4c72b0", "sparsegpt": "#dd8452",
                  "d2-wanda": "#64b5cd", "d2-sparsegpt": "#c44e52", "d2prune": "#55a868"}
@@ -21,13 +24,31 @@ def style() -> None:
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "savefig.bbox": "tight", "axes.titleweight": "bold"})
 
 
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (where display() reaches a notebook), False in scripts and pytest."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def show(fig) -> None:
+    """Display the figure inline (image/png in the notebook) and close it so the backend does not draw it twice."""
+    if in_kernel():
+        from IPython.display import display
+        display(fig)
+        plt.close(fig)
+
+
 def save(fig, path: str | Path, caption: str | None = None) -> Path:
-    """Save a figure (PNG), with the protocol caption underneath when given."""
+    """Save a figure (PNG), with the protocol caption underneath when given, and show it inline in a notebook."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if caption:
         fig.text(0.01, -0.02, caption, fontsize=7, color="#555555", ha="left", va="top", wrap=True)
     fig.savefig(path)
+    show(fig)
     return path
 
 
@@ -47,25 +68,72 @@ def attention_map(ax, probs, title: str, vmax: float | None = None) -> None:
     return im
 
 
-def _grid_image(ax, fig, cells: dict, title: str) -> None:
-    """cells: {(row value, column value): number} as a labelled heat map (lower is better: reversed map)."""
+def within_noise(cells: dict) -> tuple[set, float, float]:
+    """Cells {key: [ppl per seed]} whose mean is within two standard errors of the best cell's mean.
+
+    The seed noise is pooled over cells (sigma = root mean of the per-cell variances); two means of n seeds
+    each then differ by noise alone with standard error sigma * sqrt(2 / n). Returns (keys, sigma, se)."""
+    multi = {k: v for k, v in cells.items() if len(v) > 1}
+    if len(multi) < 2:
+        return set(), float("nan"), float("nan")
+    sigma = math.sqrt(statistics.mean(statistics.variance(v) for v in multi.values()))
+    se = sigma * math.sqrt(2 / min(len(v) for v in multi.values()))
+    best = min(statistics.mean(v) for v in multi.values())
+    return {k for k, v in multi.items() if statistics.mean(v) - best < 2 * se}, sigma, se
+
+
+def _axis_position(value: float, grid: list) -> float:
+    """Index coordinate of a value on a categorical grid axis (linear between, and beyond, grid values)."""
+    if len(grid) == 1:
+        return 0.0
+    for i in range(len(grid) - 1):
+        if value <= grid[i + 1] or i == len(grid) - 2:
+            return i + (value - grid[i]) / (grid[i + 1] - grid[i])
+    return 0.0
+
+
+def _grid_image(ax, fig, cells: dict, title: str, mark: tuple | None = None) -> None:
+    """cells: {(r1, r2): ppl, or [ppl per seed]} as a labelled heat map (lower is better: reversed map).
+    r1 = λ₁ and r2 = −λ₂ (the code subtracts r2 · W² x̂²; notebooks/NOTATION.md).
+
+    With seeds, each cell shows mean ± std and cells within seed noise of the best are hatched.
+    mark = (r1, r2, label) draws a point there (outside the grid when it lies outside)."""
+    seeded = any(isinstance(v, list) for v in cells.values())
+    means = {k: statistics.mean(v) if isinstance(v, list) else v for k, v in cells.items()}
     rows, cols = sorted({r for r, _ in cells}), sorted({c for _, c in cells})
-    mat = [[cells.get((r, c), float("nan")) for c in cols] for r in rows]
+    mat = [[means.get((r, c), float("nan")) for c in cols] for r in rows]
     im = ax.imshow(mat, cmap="viridis_r")
     ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols]), ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
-    ax.set_xlabel("λ₂"), ax.set_ylabel("λ₁"), ax.set_title(title, fontsize=9)
+    ax.set_xlabel("r2 = −λ₂"), ax.set_ylabel("r1 = λ₁"), ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax)
+    if seeded:
+        close, sigma, se = within_noise({k: v for k, v in cells.items() if isinstance(v, list)})
+        for (r, c), v in cells.items():
+            i, j = rows.index(r), cols.index(c)
+            sd = f"\n± {statistics.stdev(v):.0f}" if isinstance(v, list) and len(v) > 1 else "\n(n = 1)"
+            ax.text(j, i, f"{means[(r, c)]:.0f}{sd}", ha="center", va="center", fontsize=7, color="white")
+            if (r, c) in close:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white", lw=0))
+        if close:
+            ax.set_title(f"{title}\nhatched: within 2 SE ({2 * se:.0f}) of the best; seed σ {sigma:.0f}", fontsize=8)
+    if mark is not None:
+        x, y = _axis_position(mark[1], cols), _axis_position(mark[0], rows)
+        ax.plot([x], [y], marker="*", ms=14, color="#c44e52", mec="white", clip_on=False, label=mark[2])
+        ax.set_xlim(min(-0.5, x - 0.5), max(len(cols) - 0.5, x + 0.5))
+        ax.set_ylim(max(len(rows) - 0.5, y + 0.5), min(-0.5, y - 0.5))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18))
 
 
-def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict):
-    """The three knob studies of studies/hparams.py beside the paper's OPT-125M numbers (another model)."""
-    import statistics
+def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict, mark: tuple | None = None):
+    """The three knob studies of studies/hparams.py beside the paper's OPT-125M numbers (another model).
+
+    mark = (r1, r2, label): a point on both λ grids, e.g. notebook 02's fitted λ as (λ, λ − λ²/2)."""
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     if studies["lambda"]:
         sp = studies["lambda"][0]["sparsity"]
-        _grid_image(axes[0], fig, {(r["r1"], r["r2"]): statistics.mean(r["ppl"]) for r in studies["lambda"]},
-                    f"ours: ppl over (λ₁, λ₂) at {sp:.0%}")
-    _grid_image(axes[1], fig, paper_lambda, "paper OPT-125M at 80% (another model)")
+        _grid_image(axes[0], fig, {(r["r1"], r["r2"]): list(r["ppl"]) for r in studies["lambda"]},
+                    f"ours: ppl over (r1, r2) at {sp:.0%}", mark)
+    _grid_image(axes[1], fig, paper_lambda, "paper OPT-125M at 80% (another model)", mark)
     for sp in sorted({r["sparsity"] for r in studies["s"]}):
         rs = [r for r in studies["s"] if r["sparsity"] == sp]
         ref = next((statistics.mean(r["ppl"]) for r in rs if r["s"] != "auto" and float(r["s_value"]) == 1500), None)

@@ -5,7 +5,8 @@
 # PyPI: a real pretrained language model (SmolLM2-135M, a Llama-architecture decoder shipped inside a wheel),
 # real English text (100 Wikipedia articles and 300 news articles shipped inside gensim's wheel), and how we
 # measure a language model the way the pruning papers do — perplexity on non-overlapping windows of a test text.
-# Every later notebook builds on these three pieces.
+# Every later notebook builds on these three pieces. Every symbol the notebooks use is on the
+# [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # embedded model, tiny-* for a random test model, or a hub id / folder
@@ -17,11 +18,18 @@ device: str = "cpu"             # cpu or cuda
 out_dir: str = "../runs/notebooks"  # where the JSON record and figures go
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("00_setup_and_data")
+
+# %%
 import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+
+from IPython.display import Markdown, display
 
 from d2p_helpers import data, models, notebook, plots
 from d2p_helpers.evaluate import perplexity
@@ -87,6 +95,28 @@ win = data.eval_windows(tok, eval_data, seqlen, eval_windows)
 ppl = perplexity(lm, win.ids)
 print(f"dense perplexity on {eval_data} test: {ppl:.3f} ({win.ids.shape[0]} x {seqlen} tokens)")
 assert ppl == ppl and ppl > 1
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+test_tokens = {k: v["tokens"] for k, v in corpus.items() if k.endswith(":test")}
+display(Markdown(
+    f"* The embedded texts give {sum(r['tokens'] for r in corpus.values()):,} tokens in all; the test splits hold "
+    + ", ".join(f"`{k}` {v:,}" for k, v in test_tokens.items()) + " tokens, disjoint from calibration by article.\n"
+    f"* `{model}` has {summary['parameters'] / 1e6:.1f} M parameters, {summary['prunable_parameters'] / 1e6:.1f} M "
+    f"({summary['prunable_parameters'] / summary['parameters']:.0%}) of them in the block linears a pruner touches.\n"
+    f"* Dense perplexity on `{eval_data}` test: {ppl:.2f} over {win.ids.shape[0]} windows of {seqlen} tokens — the "
+    "number every pruned model in the later notebooks is compared with."))
+
+# %% [markdown]
+# **Discussion.**
+# 1. The embeddings and the LM head are not pruned. What share of the model stays dense, and why do the papers
+#    leave it so?
+# 2. Perplexity depends on the window length $L$. Would you expect it to go up or down with longer windows?
+#
+# **What to try next.** Set `seqlen=256` (the benchmark's windows) and compare the dense perplexity; set
+# `eval_data="news"`; then open notebook 01 for the derivation of the score, or 03 to prune.
 
 # %%
 notebook.finish(out, "00_setup_and_data",

@@ -4,9 +4,9 @@
 # **What you will learn.** The paper's Assumption 1 — that the difference between calibration-time and
 # test-time activations is proportional to the activations, $\delta x = \lambda x$ with $\lambda$ near 1 — and
 # its evidence (Appendix C, Figures 8–10): one point per layer, a straight-line fit, $R^2 \approx 1$. We
-# redo the fit on real text pairs and add the control the spec proposes: two *disjoint samples of the same
-# text*. If the control gives the same $\lambda$, the fit measures token-content mismatch, not a shift
-# between domains.
+# redo the fit on real text pairs and add a control: two *disjoint samples of the same text*. If the control
+# gives the same $\lambda$, the fit measures token-content mismatch, not a shift between domains. Symbols:
+# [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # a pretrained model
@@ -17,11 +17,17 @@ magnitude_kind: str = "dim_l2_mean"  # dim_l2_mean or frobenius (the paper does 
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("02_delta_x_lambda_check")
+
+# %%
 import random
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 from d2p_helpers import models, notebook, plots
 from d2p_helpers.activations import block_inputs, fit_lambda, shift_points
@@ -96,9 +102,44 @@ fig_fit = plots.save(fig, fig_dir / "02_delta_x_fit.png",
 control = fits["news-news (control)"]["lambda"]
 cross = {k: v["lambda"] for k, v in fits.items() if "control" not in k}
 print(f"control lambda {control:.3f}; cross-text lambdas " + ", ".join(f"{k} {v:.3f}" for k, v in cross.items()))
-print(f"largest relative gap to the control: {max(abs(v / control - 1) for v in cross.values()):.1%}")
+gap = max(abs(v / control - 1) for v in cross.values())
+print(f"largest relative gap to the control: {gap:.1%}")
+
+# %% [markdown]
+# ## What the fitted λ means for the score
+#
+# Eq. 9 turns $\lambda$ into the weights of the two activation terms, $\lambda_1 = \lambda$ and
+# $\lambda_2 = \tfrac12\lambda^2 - \lambda$; the code subtracts its $r_2$ term, so the pair in the code's knobs is
+# $(r_1, r_2) = (\lambda, \lambda - \tfrac12\lambda^2)$. Notebook 14 marks this point on notebook 11's grid.
+
+# %%
+lam = fits["news-wiki"]["lambda"]
+eq9 = {"lambda": lam, "lambda1": lam, "lambda2": 0.5 * lam ** 2 - lam, "r1": lam, "r2": lam - 0.5 * lam ** 2}
+print(", ".join(f"{k} {v:.3f}" for k, v in eq9.items()))
+assert abs(eq9["lambda2"] + eq9["r2"]) < 1e-12
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+display(Markdown(
+    "* Fitted λ (through the origin, one point per layer): " + ", ".join(
+        f"{k} {v['lambda']:.2f} (R² {v['r2']:.3f})" for k, v in fits.items()) + ".\n"
+    f"* The same-text control gives λ = {control:.2f}; the cross-text pairs differ from it by at most {gap:.0%}, "
+    f"and unrelated tokens alone would give √2 ≈ {2 ** 0.5:.2f}.\n"
+    f"* Plugged into Eq. 9, the news → wiki λ = {lam:.2f} gives (λ₁, λ₂) = ({eq9['lambda1']:.2f}, "
+    f"{eq9['lambda2']:.2f}), i.e. (r1, r2) = ({eq9['r1']:.2f}, {eq9['r2']:.2f}) — not the defaults (1, 0)."))
+
+# %% [markdown]
+# **Discussion.**
+# 1. A high $R^2$ through the origin comes easily when the magnitudes grow across layers. What other quantity
+#    would line up just as well?
+# 2. If the control's λ equals the cross-domain λ, what *does* the fit measure?
+#
+# **What to try next.** `magnitude_kind="frobenius"`; more windows (`nsamples=64`); a sequence-aligned control
+# (the same windows shifted by one token); then notebook 14, which compares this λ with the paper's.
 
 # %%
 notebook.finish(out, "02_delta_x_lambda_check",
                 {"model": model, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "magnitude_kind": magnitude_kind},
-                {"fits": fits, "points": points, "control_lambda": control}, [fig_fit])
+                {"fits": fits, "points": points, "control_lambda": control, "eq9": eq9}, [fig_fit])

@@ -4,8 +4,10 @@
 # **What you will learn.** What a post-training pruner actually does, step by step, on one real block: capture
 # the block's inputs, collect activation statistics with hooks, score every weight, pick a mask, update the
 # surviving weights (OBS), measure the error — then let the package run the same loop over every block and
-# check the perplexity. The paper's model is OPT-125M; where it cannot be loaded (no hub here) we use the
-# embedded SmolLM2-135M, and say so.
+# check the perplexity. The D²-SparseGPT solver is written out by hand in plain torch (score, per-block mask,
+# OBS column update) and checked against the package; the rest of the notebook uses the package. The paper's
+# model is OPT-125M; where it cannot be loaded (no hub here) we use the embedded SmolLM2-135M, and say so.
+# Symbols: [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "auto"             # auto: facebook/opt-125m where loadable, else the embedded smollm2-135m
@@ -23,19 +25,29 @@ device: str = "cpu"             # cpu or cuda
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("03_prune_opt125m_step_by_step")
+
+# %%
 import copy
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 from d2p_helpers import models, notebook, plots
 from d2p_helpers.calibration import attach_stats, capture_block_inputs, run_block
 from d2p_helpers.data import calibration_windows, eval_windows as make_eval_windows
 from d2p_helpers.evaluate import perplexity
-from d2p_helpers.experiments import dense_model
+from d2p_helpers.masks import lowest_overall
+from d2p_helpers.notebook import dense_model
 from d2p_helpers.prune import prune
-from d2p_helpers.prune.engine import PruneConfig, relative_error, solve_linear, solver_plan
+from d2p_helpers.prune.config import PruneConfig
+from d2p_helpers.prune.d2prune import d2_term
+from d2p_helpers.prune.engine import relative_error, solve_linear, solver_plan
+from d2p_helpers.prune.sparsegpt import inverse_cholesky
 
 # %% [markdown]
 # The model (`auto`: the paper's OPT-125M where it loads, else the embedded SmolLM2, and we say which) and the
@@ -88,7 +100,8 @@ print({n: tuple(l.weight.shape) for n, l in linears.items()})
 #
 # $H$ is SparseGPT's Hessian of the layer's squared error, $\nu_j$ Wanda's input-channel energy, and
 # $\hat y_i$, $\hat x_j$ the D² activation statistics as the authors' code accumulates them ($s = 1500$;
-# $k/N$ weights come from its running update). Linears fed the same tensor (q/k/v) share their input part.
+# $k/N$ weights come from its running update; on the update path $\hat x_j$ also carries SparseGPT's $\sqrt{2/k}$
+# input scaling). Linears fed the same tensor (q/k/v) share their input part.
 
 # %%
 stats, handles = attach_stats(linears, gram=set(linears), d2=set(linears), device=device)
@@ -101,29 +114,131 @@ print(f"{qkv['q']}: H {tuple(st.hessian().shape)}, nu {tuple(st.nu().shape)}, sa
 assert st.n == nsamples and torch.allclose(st.nu(), torch.diag(st.hessian()) / 2, rtol=1e-4)
 
 # %% [markdown]
-# ## 3 · Scores and masks
+# ## 3 · The D²-SparseGPT solver, written out by hand
 #
-# D²Prune's score for a weight of a linear that will be **updated** adds the dual-Taylor activation term to
-# SparseGPT's OBS saliency ($U$ is the upper Cholesky factor of $H^{-1}$, so $U_{jj}^2 = [H^{-1}]_{jj}$ after
-# the previous columns are eliminated):
+# We now build, in plain torch, what the package's solver does to one linear that is **updated** — the q
+# projection of this block — and check it against `solve_linear("d2-sparsegpt", ...)` on the same inputs. Three
+# pieces: the score, the mask chosen per 128-column block, and the OBS update that spreads each pruned weight's
+# error over the columns to its right. (Symbols: [notation card](NOTATION.md).)
 #
-# $$S_{ij} = \frac{W_{ij}^2}{U_{jj}^2} + \lambda_1\, \hat y_i\, |W_{ij}|\, \hat x_j - \lambda_2\, W_{ij}^2 \hat x_j^2 .$$
+# **The factor $U$.** SparseGPT damps $H$ by 1 % of its mean diagonal, inverts it through a Cholesky
+# factorisation and keeps the *upper* Cholesky factor of the inverse, $H^{-1} = U^\top U$. Row $i$ of $U$ is what
+# eliminating column $i$ does to the columns after it; $U_{ii}^2$ is the inverse-Hessian diagonal at that point.
+
+# %%
+name = qkv["q"]
+W = linears[name].weight.detach().float()
+H = stats[name].hessian()
+assert bool((torch.diag(H) > 0).all()), "no dead input channel here (the solver would zero its column)"
+Hd = H + 0.01 * torch.diag(H).mean() * torch.eye(H.shape[0])
+U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
+inv64 = torch.linalg.inv(Hd.double())
+recon = float((U.double().t() @ U.double() - inv64).norm() / inv64.norm())
+assert torch.equal(U, U.triu()) and torch.allclose(U, inverse_cholesky(H, 0.01)[0])
+y_hat, x_hat = stats[name].d2_stats(1500.0, "update")   # the D² statistics of section 2 (s = 1500)
+print(f"{name}: W {tuple(W.shape)}, U {tuple(U.shape)} (|UᵀU − H⁻¹| / |H⁻¹| = {recon:.1e} in fp32), "
+      f"y_hat {tuple(y_hat.shape)}, x_hat {tuple(x_hat.shape)}")
+
+# %% [markdown]
+# **The score** of weight $W_{ij}$ in a block of columns, with $d_j = U_{jj}$ (the authors' defaults $r_1 = 1$,
+# $r_2 = 0$):
 #
-# The lowest-scoring weights of each 128-column block are pruned. For the **frozen** projection (v for the
-# Llama family, k for OPT) the score is $W_{ij}^2 \nu_j + \lambda_1 \hat y_i |W_{ij}| \hat x_j$ per output row,
-# and the weights are not updated.
+# $$S_{ij} = \frac{W_{ij}^2}{U_{jj}^2} + r_1\, \hat y_i\, |W_{ij}|\, \hat x_j - r_2\, W_{ij}^2 \hat x_j^2 .$$
+#
+# It is computed on the **current** weights of the block, after the earlier blocks' updates have changed them.
+
+# %%
+def d2_score(W1, d, xh, r1=1.0, r2=0.0):
+    """S for the columns W1 [d_out x b] with U's diagonal d [b] and x_hat of those columns [b]."""
+    return W1.pow(2) / d.pow(2)[None, :] + r1 * y_hat[:, None] * W1.abs() * xh[None, :] - r2 * W1.pow(2) * xh.pow(2)[None, :]
+
+
+B, i2 = 128, min(128, W.shape[1])
+S1 = d2_score(W[:, :i2], torch.diag(U)[:i2], x_hat[:i2])
+obs_part = W[:, :i2].pow(2) / torch.diag(U)[:i2].pow(2)[None, :]
+assert torch.allclose(S1, obs_part + d2_term(W[:, :i2], y_hat, x_hat[:i2], 1.0, 0.0))
+print(f"block 0 scores: {tuple(S1.shape)}, min {float(S1.min()):.3g}, median {float(S1.median()):.3g}")
+
+# %% [markdown]
+# **The mask of one block.** Within the $d_\text{out}\times 128$ block, the $\lfloor p \cdot d_\text{out} \cdot 128\rfloor$
+# lowest scores are pruned — across all rows together, so rows with large $\hat y_i$ keep more weights.
+
+# %%
+def block_mask(S, p):
+    k = int(S.numel() * p)
+    pruned = torch.zeros(S.numel(), dtype=torch.bool)
+    pruned[torch.sort(S.flatten(), stable=True)[1][:k]] = True
+    return pruned.view_as(S)
+
+
+M1 = block_mask(S1, sparsity)
+assert torch.equal(M1, lowest_overall(S1, sparsity)) and int(M1.sum()) == int(S1.numel() * sparsity)
+rows_kept = (~M1).float().mean(1)
+print(f"kept per row in block 0: min {float(rows_kept.min()):.2f}, max {float(rows_kept.max()):.2f}")
+
+# %% [markdown]
+# **The OBS update, column by column.** For column $i$ of the block, the pruned entries' error
+# $e = W_{:,i} \odot M_{:,i} / U_{ii}$ is subtracted along row $i$ of $U$ from every column to its right,
+# $W_{:,i:} \leftarrow W_{:,i:} - e\, U_{i,i:}$ (paper Eq. 10's $\delta w$; the D² terms never enter it). The
+# block's errors are kept to update the later blocks in one matrix product.
+
+# %%
+def obs_block(W1, pruned, U1):
+    """Prune the block W1 [d_out x b] in place with OBS updates; returns its errors [d_out x b]."""
+    err = torch.zeros_like(W1)
+    for i in range(W1.shape[1]):
+        err[:, i] = W1[:, i] * pruned[:, i] / U1[i, i]
+        W1[:, i:] -= err[:, i:i + 1] * U1[i:i + 1, i:]
+    W1.masked_fill_(pruned, 0)
+    return err
+
+
+cfg = PruneConfig(method="d2-sparsegpt", sparsity=sparsity)
+W_pkg = solve_linear("d2-sparsegpt", W, stats[name], cfg)[0]
+W1 = W[:, :i2].clone()
+E1 = obs_block(W1, M1, U[:i2, :i2])
+assert torch.equal(W1 == 0, W_pkg[:, :i2] == 0) and torch.allclose(W1, W_pkg[:, :i2], atol=1e-5)
+
+# %% [markdown]
+# **All blocks.** After each block, its errors update the columns to the right at once,
+# $W_{:,i_2:} \leftarrow W_{:,i_2:} - E\, U_{i_1:i_2,\, i_2:}$; the next block's scores are then computed on these
+# updated weights. The whole solver, and the check against the package:
+
+# %%
+def d2_sparsegpt_by_hand(W, U, p, B=128):
+    W = W.clone()
+    for i1 in range(0, W.shape[1], B):
+        i2 = min(i1 + B, W.shape[1])
+        U1 = U[i1:i2, i1:i2]
+        pruned = block_mask(d2_score(W[:, i1:i2], torch.diag(U1), x_hat[i1:i2]), p)
+        err = obs_block(W[:, i1:i2], pruned, U1)
+        W[:, i2:] -= err @ U[i1:i2, i2:]
+    return W
+
+
+W_hand = d2_sparsegpt_by_hand(W, U, sparsity)
+hand_diff = float((W_hand - W_pkg).abs().max())
+assert torch.equal(W_hand == 0, W_pkg == 0) and torch.allclose(W_hand, W_pkg, atol=1e-4)
+print(f"by hand vs package: same mask, max |difference| {hand_diff:.2e}")
+
+# %% [markdown]
+# ## 4 · Every linear of the block, by the package
+#
+# From here on the package does the work. D²Prune prunes every linear with the solver above except the
+# **frozen** projection (v for the Llama family, k for OPT), whose score is $W_{ij}^2 \nu_j + r_1 \hat y_i
+# |W_{ij}| \hat x_j - r_2 W_{ij}^2 \hat x_j^2$ per output row, with no update.
 
 # %%
 cfg = PruneConfig(method=method, sparsity=None if pattern else sparsity, pattern=pattern or None)
 frozen = {adapter.default_frozen()} if method == "d2prune" else set()
 plan = solver_plan(method, list(linears), qkv, frozen)
 new_weights, errors = {}, {}
-for name, lin in linears.items():
+for lname, lin in linears.items():
     old = lin.weight.detach().float()
-    new_weights[name] = solve_linear(plan[name], old, stats[name], cfg)[0]
-    errors[name] = relative_error(old, new_weights[name], stats[name].gram)
-    print(f"{name:22s} {plan[name]:10s} sparsity {float((new_weights[name] == 0).float().mean()):.3f}  "
-          f"rel. error {errors[name]:.4f}")
+    new_weights[lname] = solve_linear(plan[lname], old, stats[lname], cfg)[0]
+    errors[lname] = relative_error(old, new_weights[lname], stats[lname].gram)
+    print(f"{lname:22s} {plan[lname]:12s} sparsity {float((new_weights[lname] == 0).float().mean()):.3f}  "
+          f"rel. error {errors[lname]:.4f}")
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(11, 3))
@@ -133,7 +248,7 @@ fig.suptitle(f"Block {block_index}: kept (dark) vs pruned weights, first 64 x 12
 fig_masks = plots.save(fig, fig_dir / "03_masks.png")
 
 # %% [markdown]
-# ## 4 · What the update buys
+# ## 5 · What the update buys
 #
 # The reconstruction error of a linear is $\lVert (W - \hat W) X \rVert_F^2 / \lVert W X \rVert_F^2$ over the
 # calibration inputs, computable from $H$ alone. Compare the OBS-updated solution with simply zeroing the same
@@ -149,9 +264,9 @@ if plan[name] != "d2-wanda":
     assert err_update <= err_zero + 1e-9
 
 # %% [markdown]
-# ## 5 · The whole loop, by the package
+# ## 6 · The whole loop, by the package
 #
-# `d2p_helpers.prune` repeats steps 2–4 for every block and — the part that makes it *sequential* — runs
+# `d2p_helpers.prune` repeats steps 2–5 for every block and — the part that makes it *sequential* — runs
 # each pruned block to produce the next block's inputs. Here is the result on the full model.
 
 # %%
@@ -176,6 +291,31 @@ ax.set_title(f"{method} at {pattern or sparsity}: error per linear"), ax.legend(
 fig_err = plots.save(fig, fig_dir / "03_layer_error.png",
                      caption=notebook.caption(model=model_name, calib=f"{calib} {nsamples}x{seqlen}", seed=seed))
 
+# %% [markdown]
+# ## What we learned
+
+# %%
+display(Markdown(
+    f"* Written out by hand, D²-SparseGPT on `{qkv['q']}` gives the package's mask exactly and its weights to "
+    f"{hand_diff:.1e}: score, per-block mask and column-wise OBS update are all there is.\n"
+    f"* The OBS update cuts this layer's reconstruction error from {err_zero:.4f} (same mask, weights just "
+    f"zeroed) to {err_update:.4f} ({err_zero / max(err_update, 1e-12):.1f}× smaller).\n"
+    f"* Over the whole model, {method} at {pattern or sparsity} takes perplexity from {dense_ppl:.2f} to "
+    f"{pruned_ppl:.2f} ({pruned_ppl / dense_ppl:.2f}×) in {report.prune_seconds:.0f} seconds "
+    f"({report.floor_ratio:.2f}× two forward passes)."))
+
+# %% [markdown]
+# **Discussion.**
+# 1. The mask of a block is chosen across all rows together. What would change if each row kept exactly half
+#    of its weights (Wanda's choice)?
+# 2. The scores of block 2 are computed *after* block 1's errors were pushed into it. Why does that matter for
+#    which weights survive?
+# 3. The frozen projection gets no update. Where in the layer-error plot would you look for its cost?
+#
+# **What to try next.** `pattern="2:4"`; `method="sparsegpt"` and compare the layer errors; `block_index=0`;
+# give `d2_sparsegpt_by_hand` a non-zero `r2` in `d2_score` and check it against
+# `PruneConfig(..., r2=...)`; notebook 06 compares every method.
+
 # %%
 notebook.finish(out, "03_prune_opt125m_step_by_step",
                 {"model": model, "method": method, "sparsity": sparsity, "pattern": pattern, "calib": calib,
@@ -183,5 +323,7 @@ notebook.finish(out, "03_prune_opt125m_step_by_step",
                 {"model_used": model_name, "model_choice": model_why, "block": block_index,
                  "block_errors": errors, "dense_ppl": dense_ppl, "pruned_ppl": pruned_ppl,
                  "achieved_sparsity": report.achieved_sparsity, "prune_seconds": report.prune_seconds,
-                 "floor_ratio": report.floor_ratio, "frozen_per_layer": report.frozen_per_layer},
+                 "floor_ratio": report.floor_ratio, "frozen_per_layer": report.frozen_per_layer,
+                 "hand_matches_package": True, "hand_max_abs_diff": hand_diff,
+                 "update_vs_zero_error": {"update": err_update, "zero_only": err_zero}},
                 [fig_masks, fig_err])
