@@ -55,8 +55,7 @@ def fashion_mnist(split: str, limit: int | None = None, seed: int = 0) -> tuple[
 
 
 def imagefolder(path: str, limit: int | None = None, seed: int = 0) -> tuple[list, torch.Tensor, list[str]]:
-    """An ImageFolder tree: class subfolders in sorted order (ImageNet's synset order) -> (PIL images, labels, classes)."""
-    from PIL import Image
+    """An ImageFolder tree: class subfolders in sorted order (ImageNet's synset order) -> (files, labels, classes)."""
     root = Path(path)
     if not root.is_dir():
         raise AssetError(f"imagenet:PATH needs an ImageFolder directory, not found: {path}")
@@ -65,7 +64,31 @@ def imagefolder(path: str, limit: int | None = None, seed: int = 0) -> tuple[lis
     if limit and limit < len(files):
         g = torch.Generator().manual_seed(seed)
         files = [files[int(i)] for i in torch.randperm(len(files), generator=g)[:limit]]
-    return [Image.open(f).convert("RGB") for f, _ in files], torch.tensor([i for _, i in files]), classes
+    return [f for f, _ in files], torch.tensor([i for _, i in files]), classes
+
+
+class LazyImages:
+    """Image files decoded and transformed a batch at a time (slices give [n, 3, S, S]): an ImageNet split
+    never sits in memory whole."""
+
+    def __init__(self, files: list, transform):
+        self.files, self.transform = files, transform
+
+    def _load(self, path) -> torch.Tensor:
+        from PIL import Image
+        with Image.open(path) as im:
+            return self.transform(im.convert("RGB"))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return torch.stack([self._load(f) for f in self.files[index]])
+        return self._load(self.files[index])
+
+    def __iter__(self):
+        return (self._load(f) for f in self.files)
 
 
 def photos() -> dict:
@@ -101,21 +124,23 @@ def input_spec(model=None) -> dict:
             "timm_data_config": cfg}
 
 
-def load_images(spec: str, split: str, limit: int | None, seed: int = 0, model=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pixels [n, 3, S, S], labels [n]) prepared for `model` (see the module docstring)."""
+def load_images(spec: str, split: str, limit: int | None, seed: int = 0, model=None):
+    """(pixels [n, 3, S, S], labels [n]) prepared for `model` (see the module docstring); for imagenet:PATH the
+    pixels are a LazyImages that loads a slice at a time."""
     inp = input_spec(model)
     if spec == "fashion-mnist":
         imgs, labels = fashion_mnist(split, limit, seed)
-    elif spec.startswith("imagenet:"):
+        return preprocess(imgs, inp["size"], inp["mean"], inp["std"]), labels
+    if spec.startswith("imagenet:"):
         sub = Path(spec.split(":", 1)[1]) / ("train" if split == "train" else "val")
-        imgs, labels, _ = imagefolder(str(sub if sub.exists() else spec.split(":", 1)[1]), limit, seed)
+        files, labels, _ = imagefolder(str(sub if sub.exists() else spec.split(":", 1)[1]), limit, seed)
         if "timm_data_config" in inp:
             from timm.data import create_transform
             transform = create_transform(**inp["timm_data_config"], is_training=False)
-            return torch.stack([transform(im) for im in imgs]), labels
-    else:
-        raise AssetError(f"unknown image data '{spec}': expected fashion-mnist or imagenet:PATH")
-    return preprocess(imgs, inp["size"], inp["mean"], inp["std"]), labels
+        else:
+            transform = lambda im: preprocess([im], inp["size"], inp["mean"], inp["std"])[0]  # noqa: E731
+        return LazyImages(files, transform), labels
+    raise AssetError(f"unknown image data '{spec}': expected fashion-mnist or imagenet:PATH")
 
 
 def calibration_samples(spec: str, nsamples: int, seed: int, model=None) -> list[dict]:
@@ -136,22 +161,23 @@ def _timm_outputs(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | 
 def features(model, pixels: torch.Tensor, batch_size: int = 32, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(CLS features [n, d], classifier logits [n, C] or None). transformers classifiers: logits serve as both."""
     from .models import is_timm
-    timm_model = is_timm(model)
+    timm_model, device = is_timm(model), next(model.parameters()).device
     feats, logits = [], []
     for i in tqdm(range(0, len(pixels), batch_size), desc="features", disable=not progress, leave=False):
+        x = pixels[i:i + batch_size].to(device)
         if timm_model:
-            f, lg = _timm_outputs(model, pixels[i:i + batch_size])
-            feats.append(f.float())
+            f, lg = _timm_outputs(model, x)
+            feats.append(f.float().cpu())
             if lg is not None:
-                logits.append(lg.float())
+                logits.append(lg.float().cpu())
             continue
-        out = model(pixel_values=pixels[i:i + batch_size])
+        out = model(pixel_values=x)
         if hasattr(out, "logits"):
-            logits.append(out.logits.float())
-            feats.append(out.logits.float())
+            logits.append(out.logits.float().cpu())
+            feats.append(out.logits.float().cpu())
         else:
             pooled = getattr(out, "pooler_output", None)
-            feats.append((pooled if pooled is not None else out.last_hidden_state[:, 0]).float())
+            feats.append((pooled if pooled is not None else out.last_hidden_state[:, 0]).float().cpu())
     return torch.cat(feats), (torch.cat(logits) if logits else None)
 
 
@@ -170,29 +196,36 @@ _DENSE_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, seed: int = 0,
              attention_images: int = 4, progress: bool = False) -> dict:
-    """The `vision` record: top-1 (own classifier) or k-NN top-1, for pruned and dense, CLS cosine, attention KL."""
+    """The `vision` record: top-1 (own classifier, ImageNet) or k-NN top-1, for pruned and dense, CLS cosine and
+    attention KL. Train images are read only for the k-NN probe."""
     from .attention import compare_attention
-    xtr, ytr = load_images(spec, "train", train_n, seed, dense)
     xte, yte = load_images(spec, "test", test_n, seed, dense)
-    out = {"data": spec, "train_images": len(ytr), "test_images": len(yte)}
+    train = []                                         # (pixels, labels), loaded when a k-NN probe needs them
+    out = {"data": spec, "test_images": len(yte)}
     for tag, m in (("pruned", model), ("dense", dense)):
         key = (spec, train_n, test_n, seed)
         if tag == "dense" and key in _DENSE_FEATURES.get(m, {}):
             ftr, fte, logits = _DENSE_FEATURES[m][key]
         else:
-            ftr, _ = features(m, xtr, progress=progress)
             fte, logits = features(m, xte, progress=progress)
+            ftr = None
+            if logits is None or not spec.startswith("imagenet:"):
+                train = train or [load_images(spec, "train", train_n, seed, dense)]
+                ftr, _ = features(m, train[0][0], progress=progress)
             if tag == "dense" and m is not model:
                 _DENSE_FEATURES.setdefault(m, {})[key] = (ftr, fte, logits)
-        if logits is not None and spec.startswith("imagenet:"):
+        if ftr is None:
             out[f"top1_{tag}"] = float((logits.argmax(1) == yte).float().mean())
         else:
-            out[f"knn_top1_{tag}"] = knn_top1(ftr, ytr, fte, yte)
+            train = train or [load_images(spec, "train", train_n, seed, dense)]
+            out["train_images"] = len(train[0][1])
+            out[f"knn_top1_{tag}"] = knn_top1(ftr, train[0][1], fte, yte)
         out[f"_feat_{tag}"] = fte
     out["cls_cosine"] = float(F.cosine_similarity(out.pop("_feat_pruned"), out.pop("_feat_dense"), dim=1).mean())
     att = compare_attention(model, dense, [{"pixel_values": x[None]} for x in xte[:attention_images]], progress=progress)
     out["attention_kl"], out["attention_rmse"] = att["mean_kl"], att["mean_rmse"]
     out["attention_per_layer"] = att["per_layer"]
-    out["knn"] = "cosine k-NN, k = 10, on CLS features (pooler output), train -> test subsets"
+    if "train_images" in out:
+        out["knn"] = "cosine k-NN, k = 10, on CLS features (pooler output), train -> test subsets"
     out["input"] = {k: v for k, v in input_spec(dense).items() if k != "timm_data_config"}
     return out

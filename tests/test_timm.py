@@ -226,7 +226,7 @@ def test_imagenet_folder_top1_with_timm_head_and_data_config(tmp_path):
                 im.resize((160 + 40 * j, 120)).save(tmp_path / "inet" / split / f"n0000000{c}" / f"{j}.png")
     model, _ = load_model("tiny-timm-deit")
     x, y = vision.load_images(f"imagenet:{tmp_path / 'inet'}", "test", None, 0, model)
-    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
+    assert len(x) == 4 and x[0:4].shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]   # loaded lazily
     out = tmp_path / "rec.json"
     rc = main(["prune", "--model", "tiny-timm-deit", "--method", "sparsegpt", "--sparsity", "0.5",
                "--calib", f"imagenet:{tmp_path / 'inet'}", "--eval", f"imagenet:{tmp_path / 'inet'}", "--nsamples", "2",
@@ -234,6 +234,7 @@ def test_imagenet_folder_top1_with_timm_head_and_data_config(tmp_path):
     import json
     v = json.loads(out.read_text())["vision"]
     assert rc == 0 and {"top1_pruned", "top1_dense"} <= set(v) and "knn_top1_pruned" not in v
+    assert "train_images" not in v                  # top-1 needs no train images
 
 
 def test_timm_pretrained_weights_from_a_file_or_the_local_cache(tmp_path, monkeypatch):
