@@ -5,7 +5,7 @@ Two ways, both training-free and per row:
 * `dsnot`: DSnoT (Zhang et al., ICLR 2024, "Dynamic Sparse No Training"). It tracks only the
   expected output shift e_i = sum_j (W_ij - W'_ij) E[x_j] and, cycle after cycle, regrows the
   pruned weight that cancels e_i best (relative to the input's variance) and prunes a kept
-  weight that pushes e_i the same way and is least important by Wanda's |W| ||x||.
+  weight whose removal also moves e_i towards 0 and that is least important by Wanda's |W| ||x||.
 * `swap`: greedy 1-swaps on the exact layer-wise error ||(W - W') X||^2 = d G d^T, G = sum X X^T.
 
 Neither stage may make a row's error d G d^T worse than its input: swap only applies strictly
@@ -168,29 +168,29 @@ def swap(old: torch.Tensor, new: torch.Tensor, stats, nm: tuple[int, int] | None
             a, b = -Wr.gather(1, A), cr.gather(1, B)    # fixed within the epoch: statuses only switch off
             rA, rB = r.gather(1, A), r.gather(1, B)
             gA0, cB0 = a * a * diag[A], b * b * diag[B]
-            cross = 2 * a[:, ia] * b[:, ib] * _take_rows(G, A[:, ia].flatten(), B[:, ib].flatten()[:, None]
-                                                         ).view(len(rows), -1)
+            cross = 2 * a[:, ia] * b[:, ib] * torch.take(G, A[:, ia] * G.shape[1] + B[:, ib])   # 2 a b G_pk
             del g, c, r, Wr, cr
             searching = torch.ones_like(rows, dtype=torch.bool)
         gA = torch.addcmul(gA0, a, rA, value=2).masked_fill_(~okA, inf)
         cB = torch.addcmul(cB0, b, rB, value=2).masked_fill_(~okB, inf)
-        best, j = (gA[:, ia] + cB[:, ib] + cross).min(dim=1)
+        best, j = (gA.index_select(1, ia) + cB.index_select(1, ib) + cross).min(dim=1)
         ok = searching & (best < -1e-5 * err.abs())
         if fresh:
             alive[rows[~ok]] = False    # not even fresh shortlists help: this row is done
         searching &= ok                 # the others idle until the next refresh
         if not ok.any():
             continue
+        # apply the chosen swap of every row that has one (coefficient 0 for the others)
+        ji, jb = ia[j][:, None], ib[j][:, None]
+        p, k = A.gather(1, ji), B.gather(1, jb)
+        ap, bk = a.gather(1, ji) * ok[:, None], b.gather(1, jb) * ok[:, None]
+        rA += ap * _take_rows(G, p[:, 0], A) + bk * _take_rows(G, k[:, 0], A)
+        rB += ap * _take_rows(G, p[:, 0], B) + bk * _take_rows(G, k[:, 0], B)
+        okA &= ~(ok[:, None] & (A == p))
+        okB &= ~(ok[:, None] & (B == k))
+        err += torch.where(ok, best, 0)
         i = ok.nonzero()[:, 0]
-        ji, jb = ia[j[i]], ib[j[i]]
-        pi, ki = A[i, ji], B[i, jb]
-        ai, bi = a[i, ji], b[i, jb]
-        rA[i] += ai[:, None] * _take_rows(G, pi, A[i]) + bi[:, None] * _take_rows(G, ki, A[i])
-        rB[i] += ai[:, None] * _take_rows(G, pi, B[i]) + bi[:, None] * _take_rows(G, ki, B[i])
-        okA[i] &= A[i] != pi[:, None]
-        okB[i] &= B[i] != ki[:, None]
-        err[i] += best[i]
-        ri = rows[i]
+        ri, pi, ki = rows[i], p[i, 0], k[i, 0]
         cur[ri, pi] = W[ri, pi]
         cur[ri, ki] = 0
         growable[ri, pi], prunable[ri, pi] = False, True
