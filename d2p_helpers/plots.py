@@ -82,6 +82,49 @@ def within_noise(cells: dict) -> tuple[set, float, float]:
     return {k for k, v in multi.items() if statistics.mean(v) - best < 2 * se}, sigma, se
 
 
+# two-sided 95% Student-t critical values by degrees of freedom (more than 5: 2.0)
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}
+
+
+def paired_ratio(a: dict, b: dict) -> dict | None:
+    """a / b over the calibration seeds both have ({seed: value} each): mean, std and standard error of the
+    per-seed ratio, n, and whether the ratio differs from 1 beyond seed noise (|mean - 1| > t95 * SE).
+    None when no seed is shared."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    r = [a[sd] / b[sd] for sd in seeds]
+    mean, n = statistics.mean(r), len(r)
+    std = statistics.stdev(r) if n > 1 else None
+    se = std / math.sqrt(n) if n > 1 else None
+    if se is None:
+        verdict = "one seed: no noise estimate"
+    elif abs(mean - 1) > T95.get(n - 1, 2.0) * se:
+        verdict = "lower beyond seed noise" if mean < 1 else "higher beyond seed noise"
+    else:
+        verdict = "within seed noise"
+    return {"mean": mean, "std": std, "se": se, "n": n, "seeds": seeds, "verdict": verdict}
+
+
+def ratio_text(r: dict | None, pct: bool = True) -> str:
+    """'-10.6% ± 0.9 (n = 3)' (± one standard error) or '+1.2% (n = 1)'; '–' when there is nothing to show."""
+    if r is None:
+        return "–"
+    head = f"{100 * (r['mean'] - 1):+.1f}%" if pct else f"{r['mean']:.3f}"
+    if r["se"] is None:
+        return f"{head} (n = 1)"
+    return f"{head} ± {100 * r['se'] if pct else r['se']:.{1 if pct else 3}f} (n = {r['n']})"
+
+
+def mean_text(values: list) -> str:
+    """'85.59 ± 1.47 (n = 3)' over seeds, or '214.57 (n = 1)': a single seed never prints '± 0.00'."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (n = 1)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n = {len(values)})"
+
+
 def _axis_position(value: float, grid: list) -> float:
     """Index coordinate of a value on a categorical grid axis (linear between, and beyond, grid values)."""
     if len(grid) == 1:
