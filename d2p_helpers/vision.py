@@ -204,7 +204,9 @@ def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, se
     out = {"data": spec, "test_images": len(yte)}
     for tag, m in (("pruned", model), ("dense", dense)):
         key = (spec, train_n, test_n, seed)
-        if tag == "dense" and key in _DENSE_FEATURES.get(m, {}):
+        if tag == "dense" and m is model:
+            pass                                       # evaluate(dense, dense): the same features again
+        elif tag == "dense" and key in _DENSE_FEATURES.get(m, {}):
             ftr, fte, logits = _DENSE_FEATURES[m][key]
         else:
             fte, logits = features(m, xte, progress=progress)
