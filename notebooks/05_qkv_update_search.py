@@ -1,10 +1,11 @@
 # %% [markdown]
 # # 05 · Which of q, k, v should not be updated? Three selectors
 #
-# **What you will learn.** D²Prune prunes one attention projection *without* an OBS weight update so the
-# attention distribution keeps its long tail. The paper picks which one by three full prunings scored on the
+# **What you will learn.** D²Prune prunes one attention projection *without* an OBS weight update — in the
+# paper's argument, so that the attention distribution keeps its long tail (notebook 04 measures whether it does
+# here). The paper picks which one by three full prunings scored on the
 # WikiText-2 **test** perplexity — a choice made on the test metric. Here are three selectors that never look
-# at the evaluation text, and how they compare with the fixed choices.
+# at the evaluation text, and how they compare with the fixed choices. Symbols: [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # model to prune
@@ -20,13 +21,22 @@ out_dir: str = "../runs/notebooks"  # JSON record and figures
 cache_dir: str = "../results/cache"  # cached runs shared with studies/qkv_selectors.py
 
 # %%
-import json
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("05_qkv_update_search")
+
+# %%
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
 
-from d2p_helpers import notebook, plots
-from d2p_helpers.experiments import qkv_comparison, qkv_markdown
+from d2p_helpers import models, notebook, plots
+from d2p_helpers.notebook import dense_model
+from studies.qkv_selectors import qkv_comparison
+from studies.runs import saved_results
 
 plots.style()
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
@@ -42,21 +52,46 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 #   with $A$, $A_c$ the dense and candidate attention outputs, $P$, $P_c$ their attention distributions,
 #   and $\rho = 1$ by default (both terms are dimensionless). One pass per candidate per block.
 # * **auto:outlier** — per block, freeze the projection with the highest outlier ratio (Appendix D). The
-#   paper's Eq. 18 (|w| above the mean |w|) gives about 40% for any bell-shaped matrix and cannot produce its
-#   Figure 11; the default counts D²-Wanda scores above 3× their mean, as the authors' `check_outlier_mean`.
+#   paper's Eq. 18 counts the weights with $|w|$ above the mean $|w|$; the default here instead counts D²-Wanda
+#   scores above 3× their mean, as the authors' `check_outlier_mean`. Why not Eq. 18? See the next cell.
+#
+# **Eq. 18 on a bell-shaped matrix.** If the weights are Gaussian, $|w|$ is above its mean $\sqrt{2/\pi}\,\sigma$
+# with probability $\operatorname{erfc}(1/\sqrt{\pi})$; if they are Laplace, with probability $e^{-1}$. Both are
+# fixed numbers, whatever the matrix — and the real q, k, v projections of the model:
+
+# %%
+gauss, laplace = math.erfc(1 / math.sqrt(math.pi)), math.exp(-1)
+lm, _ = dense_model(model)
+adapter = models.get_adapter(lm)
+eq18 = {role: [float((W.abs() > W.abs().mean()).float().mean()) for W in
+               (adapter.linears(b)[adapter.qkv_names(b)[role]].weight.detach() for b in adapter.blocks(lm))]
+        for role in "qkv"}
+ranges = {r: (min(v), max(v)) for r, v in eq18.items()}
+display(Markdown(f"Eq. 18 outlier ratio: Gaussian {gauss:.1%}, Laplace {laplace:.1%}; `{model}` per layer: "
+                 + ", ".join(f"{r} {lo:.1%}–{hi:.1%}" for r, (lo, hi) in ranges.items())
+                 + ". A ratio this stable cannot single out one projection per layer (the paper's Figure 11)."))
 
 # %%
 base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
         "eval": [eval_data], "eval_windows": eval_windows}
 results_file = Path("../results/qkv_selectors.json")
-saved = json.loads(results_file.read_text()) if use_results and results_file.exists() else None
-if saved and saved["protocol"] == base and sorted({r["sparsity"] for r in saved["rows"]}) == sorted(sparsities):
+saved = saved_results(results_file, base) if use_results else None
+if saved and sorted({r["sparsity"] for r in saved["rows"]}) == sorted(sparsities):
     rows, source = saved["rows"], str(results_file)
 else:
     rows, source = qkv_comparison(base, sparsities, cache_dir, attention_windows=2), "live run"
-print(f"source: {source}")
-print(qkv_markdown(rows, base))
 assert len(rows) == 8 * len(sparsities)
+
+# %% [markdown]
+# Perplexity on the evaluation text and mean attention KL per configuration (one calibration seed), and what the
+# selectors cost in seconds (on top of the pruning itself):
+
+# %%
+df = pd.DataFrame(rows)
+wide = df.pivot(index="config", columns="sparsity", values=["ppl", "mean_kl"]).reindex(list(dict.fromkeys(df["config"])))
+wide.columns = [f"{'ppl' if k == 'ppl' else 'KL'} {s:.0%}" for k, s in wide.columns]
+wide["selector seconds (mean)"] = df.groupby("config")["selector_seconds"].mean()
+display(Markdown(f"source: {source}\n\n" + wide.to_markdown(floatfmt=".4g")))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -71,8 +106,39 @@ axes[0].legend(fontsize=7)
 fig_qkv = plots.save(fig, fig_dir / "05_qkv_selectors.png",
                      caption=notebook.caption(model=model, calib=f"{calib} {nsamples}x{seqlen}", seed=seed))
 
+# %% [markdown]
+# ## What we learned
+
+# %%
+fixed = ["freeze q", "freeze k", "freeze v"]
+best = {sp: min((r for r in rows if r["sparsity"] == sp and r["config"] in fixed), key=lambda r: r["ppl"]) for sp in sparsities}
+by = {(r["sparsity"], r["config"]): r for r in rows}
+auto = [c for c in dict.fromkeys(df["config"]) if c.startswith("auto:")]
+none_frozen, all_frozen = "all updated (none frozen)", "no q/k/v updated (all frozen)"
+display(Markdown(
+    "* Best single frozen projection per sparsity (one seed): " + ", ".join(
+        f"{sp:.0%} **{best[sp]['config']}** ({best[sp]['ppl']:.2f})" for sp in sparsities)
+    + (" — the choice depends on the sparsity." if len({b["config"] for b in best.values()}) > 1 else " — the same at every sparsity.") + "\n"
+    + "* The selectors against that best fixed choice: " + "; ".join(
+        f"{a} " + ", ".join(f"{100 * (by[(sp, a)]['ppl'] / best[sp]['ppl'] - 1):+.1f}%" for sp in sparsities) for a in auto) + ".\n"
+    + "* Freezing none of q, k, v ÷ freezing all three: " + ", ".join(
+        f"{sp:.0%} {by[(sp, none_frozen)]['ppl'] / by[(sp, all_frozen)]['ppl']:.2f}×" for sp in sparsities)
+    + f"; Eq. 18's outlier ratio stays within {min(lo for lo, _ in ranges.values()):.0%}–"
+    f"{max(hi for _, hi in ranges.values()):.0%} over every layer and projection (Gaussian: {gauss:.0%})."))
+
+# %% [markdown]
+# **Discussion.**
+# 1. With one calibration seed, how large must a perplexity difference between two frozen choices be before you
+#    trust it? (Notebook 06 measures the seed noise of D²Prune.)
+# 2. auto:ppl chooses on held-out calibration text, the paper on the test text. Which would you report, and why?
+# 3. What does it mean for the attention-distribution argument if freezing *all three* projections is best?
+#
+# **What to try next.** `sparsities=[0.8]`; `use_results=False` with another `seed`; notebook 04 for what each
+# choice does to the attention, layer by layer.
+
 # %%
 notebook.finish(out, "05_qkv_update_search",
                 {"model": model, "sparsities": sparsities, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
                  "seed": seed, "eval_data": eval_data, "eval_windows": eval_windows},
-                {"source": source, "rows": rows}, [fig_qkv])
+                {"source": source, "rows": rows, "eq18": {"gaussian": gauss, "laplace": laplace, "model_ranges": ranges},
+                 "best_fixed": {str(sp): b["config"] for sp, b in best.items()}}, [fig_qkv])

@@ -4,7 +4,8 @@
 # **What you will learn.** What changes when the model is a 7B–70B Llama or Qwen: nothing in the algorithm,
 # everything in memory. The pruner only ever needs *one block* and the calibration activations on the device,
 # so the arithmetic below tells you which GPU a model needs. We run the pipeline end to end on the embedded
-# SmolLM2-135M — itself a Llama with grouped-query attention — through the helpers only.
+# SmolLM2-135M — itself a Llama with grouped-query attention — through the helpers only. Symbols:
+# [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # any Llama-family model: a hub id on a GPU machine, or the embedded one
@@ -21,9 +22,15 @@ device: str = "cpu"             # cuda on a GPU machine
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("08_scale_to_llama")
+
+# %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
 
 from d2p_helpers import models, notebook, plots
 from d2p_helpers.data import eval_windows as make_windows
@@ -75,6 +82,27 @@ pruned_ppl = perplexity(lm, win.ids, device=device)
 print(f"{model}: dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}, frozen {set(report.frozen_per_layer)}, "
       f"{report.prune_seconds:.1f}s")
 assert abs(report.achieved_sparsity - sparsity) < 0.01
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+big = max(plans, key=lambda p: p["total_weights_gib"])
+display(Markdown(
+    "* On the device the pruner needs one block, the calibration activations and one Gram matrix: " + ", ".join(
+        f"{p['model']} ~{p['device_peak_estimate_gib']:.1f} GiB of {p['total_weights_gib']:.0f} GiB of weights" for p in plans)
+    + f" (N = 128). The largest, {big['model']}, needs {big['device_peak_estimate_gib'] / big['total_weights_gib']:.0%} "
+    "of its weights' size on the GPU.\n"
+    f"* The same code on `{model}`: dense {dense_ppl:.2f} → {method} {pruned_ppl:.2f} at {sparsity:.0%} in "
+    f"{report.prune_seconds:.0f} seconds, frozen projection {', '.join(sorted(set(report.frozen_per_layer))) or 'none'}."))
+
+# %% [markdown]
+# **Discussion.**
+# 1. The activations grow with $N \cdot L$; the Gram matrix with $d_\text{in}^2$. Which one limits LLaMA-3-70B?
+# 2. What would you give up by keeping the calibration activations on the CPU and moving them per block?
+#
+# **What to try next.** On a GPU: `model="meta-llama/Llama-2-7b-hf", dtype="bfloat16", device="cuda",
+# nsamples=128, seqlen=4096`; here: `method="sparsegpt"` and compare the prune seconds.
 
 # %%
 notebook.finish(out, "08_scale_to_llama",

@@ -5,6 +5,7 @@
 # zeros in every four consecutive inputs) runs on NVIDIA's sparse tensor cores. We check that our 2:4 masks
 # have the exact layout the kernels need, and — on a CUDA GPU — time dense against sparse GEMMs at the
 # paper's LLaMA-7B shapes (its Table 16: about 1.3× on an A100). On a CPU there is no kernel: we say so.
+# Symbols: [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # model to prune 2:4
@@ -17,9 +18,15 @@ tokens: int = 2048              # GEMM rows for the timing (paper: batch 1 x 204
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("10_sparse_speedup")
+
+# %%
 from pathlib import Path
 
 import torch
+from IPython.display import Markdown, display
 
 from d2p_helpers import models, notebook, plots, speed
 from d2p_helpers.prune import prune
@@ -48,6 +55,27 @@ assert layout["all_valid"]
 # %%
 timing = speed.time_gemms(tokens) if torch.cuda.is_available() else {"skipped": speed.NO_CPU_KERNEL}
 print(timing)
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+speed_text = ("no sparse kernel on this machine: " + timing["skipped"]) if "skipped" in timing else \
+    f"2:4 ÷ dense GEMM on {timing.get('device')}: " + ", ".join(
+        f"{k} {v['speedup']:.2f}×" for k, v in timing.items() if isinstance(v, dict))
+display(Markdown(
+    f"* {method} at 2:4 leaves {report.achieved_sparsity:.1%} of the block weights zero; all {layout['linears']} linears "
+    f"have a valid 2:4 layout ({layout['all_valid']}) and kernel-compatible shapes ({layout['all_kernel_shapes']}); "
+    f"the CUTLASS pack/unpack round trip is exact: {roundtrip}.\n"
+    f"* Speed: {speed_text}."))
+
+# %% [markdown]
+# **Discussion.**
+# 1. Why does unstructured 50 % sparsity give no speed-up on a GPU, while 2:4 can?
+# 2. The paper times single linears at batch 1 × 2048 tokens. When would a whole model see less than that?
+#
+# **What to try next.** On an Ampere-or-newer GPU, `studies/gpu_check.sh OUT`; `tokens=1` to see the decode
+# regime; notebook 06 for what 2:4 costs in perplexity.
 
 # %%
 notebook.finish(out, "10_sparse_speedup",
