@@ -154,9 +154,11 @@ def _grid_image(ax, fig, cells: dict, title: str, mark: tuple | None = None) -> 
         for (r, c), v in cells.items():
             i, j = rows.index(r), cols.index(c)
             sd = f"\n± {statistics.stdev(v):.0f}" if isinstance(v, list) and len(v) > 1 else "\n(n = 1)"
-            ax.text(j, i, f"{means[(r, c)]:.0f}{sd}", ha="center", va="center", fontsize=7, color="white")
+            light = means[(r, c)] < (min(means.values()) + max(means.values())) / 2   # viridis_r: low = yellow
+            ax.text(j, i, f"{means[(r, c)]:.0f}{sd}", ha="center", va="center", fontsize=7,
+                    color="black" if light else "white")
             if (r, c) in close:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white", lw=0))
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#888888", lw=0))
         if close:
             ax.set_title(f"{title}\nhatched: within 2 SE ({2 * se:.0f}) of the best; seed σ {sigma:.0f}", fontsize=8)
     if mark is not None:

@@ -1,10 +1,15 @@
 # %% [markdown]
 # # 11 · How sensitive is D²Prune to its knobs?
 #
-# **What you will learn.** The paper's hyper-parameter studies — the λ₁ × λ₂ grid, the activation scale $s$,
-# the number of calibration windows $N$ — measured against calibration-seed noise, and one design flaw to
-# watch: the authors' D² statistics are $k/N$-weighted **sums** divided by $s$, so the strength of the D²
+# **What you will learn.** The paper's hyper-parameter studies — the $(r_1, r_2)$ grid (its Table 8's λ₁ × λ₂),
+# the activation scale $s$, the number of calibration windows $N$ — measured against calibration-seed noise, and
+# one design flaw to watch: the authors' D² statistics are $k/N$-weighted **sums** divided by $s$, so the strength of the D²
 # term relative to the OBS term changes with $N$. A normalised variant (`d2_norm="mean"`) fixes that.
+#
+# **Names.** The grid is over the code's knobs $r_1$ and $r_2$ (the paper's Table 8 calls them λ₁ and λ₂). With
+# Eq. 9's $\lambda_1 = \lambda$, $\lambda_2 = \tfrac12\lambda^2 - \lambda$, they are $r_1 = \lambda_1$ and $r_2 = -\lambda_2$, because the
+# code subtracts its $r_2$ term; $s$ is always the activation scale, never seconds. See the
+# [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
 model: str = "smollm2-135m"     # model
@@ -14,21 +19,32 @@ seqlen: int = 256               # tokens per window
 eval_data: str = "wiki"         # evaluation text
 eval_windows: int = 16          # perplexity windows
 seeds: list = [0, 1]            # calibration seeds
-lambda_grid: list = [0.0, 0.5, 1.0]  # values of lambda1 and lambda2
-s_values: list = [500, 1000, 1500, 2000, "L", "auto"]  # activation scales (L: the window length; auto: d2_norm="mean")
+lambda_grid: list = [0.0, 0.5, 1.0]  # values of r1 and r2 (the code's knobs)
+s_values: list = [500, 1000, 1500, 2000, "L", "auto"]  # activation scales (L: the window length; auto: normalised D² term)
 n_values: list = [16, 32, 64, 128]  # calibration counts
 sparsities: list = [0.5, 0.7]   # sparsities (the lambda and N studies use the highest)
 use_results: bool = True        # read ../results/hparams.json when it matches
+lambda_record: str = "../runs/notebooks/02_delta_x_lambda_check.json"  # notebook 02's record: mark its λ (if present)
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 cache_dir: str = "../results/cache"  # cached runs shared with studies/hparams.py
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("11_hyperparameters")
+
+# %%
 import json
+import statistics
 from pathlib import Path
 
+import pandas as pd
+from IPython.display import Markdown, display
+
 from d2p_helpers import notebook, plots
-from d2p_helpers.experiments import hparam_markdown, hparam_study
 from d2p_helpers.paper import OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80
+from studies.hparams import hparam_study, knob_effect
+from studies.runs import saved_results
 
 plots.style()
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
@@ -46,28 +62,89 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 # %%
 base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "eval": [eval_data],
         "eval_windows": eval_windows}
-saved_file = Path("../results/hparams.json")
-saved = json.loads(saved_file.read_text()) if use_results and saved_file.exists() else None
-if saved and saved["protocol"] == base and saved["seeds"] == seeds:
-    studies, source = saved["studies"], str(saved_file)
+saved = saved_results("../results/hparams.json", base) if use_results else None
+if saved and saved["seeds"] == seeds:
+    studies, source = saved["studies"], "../results/hparams.json"
 else:
     studies, source = hparam_study(base, seeds, lambda_grid, s_values, n_values, sparsities, cache_dir), "live run"
 print(f"source: {source}")
-print(hparam_markdown(studies, base, seeds))
 assert studies["lambda"] and studies["s"] and studies["nsamples"]
 
 # %% [markdown]
-# Left to right: our λ grid, the paper's (OPT-125M at 80%: another model, shown for its shape), the scale $s$ at
-# each sparsity, and the calibration count $N$ with both accumulations (error bars: spread over seeds).
+# ## The three studies, with their seed noise
+#
+# Each cell is the mean ± standard deviation of perplexity over the calibration seeds. Under each table,
+# `knob_effect` compares how far the knob moves the means with how far seed noise alone would move them.
 
 # %%
-fig = plots.hparam_figure(studies, OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80)
+def grid(rows, row_key, col_key):
+    cells = {}
+    for r in rows:
+        cells.setdefault(str(r[row_key]), {})[str(r[col_key])] = plots.mean_text(r["ppl"])
+    return pd.DataFrame(cells).T
+
+
+sp_lambda = studies["lambda"][0]["sparsity"]
+effects = {"λ grid": knob_effect(studies["lambda"])}
+effects.update({f"s at {sp:g}": knob_effect([r for r in studies["s"] if r["sparsity"] == sp])
+                for sp in sorted({r["sparsity"] for r in studies["s"]})})
+effects.update({f"N, {norm}": knob_effect([r for r in studies["nsamples"] if r["d2_norm"] == norm])
+                for norm in ("authors", "mean")})
+
+# %%
+display(Markdown(f"**r1 (rows) × r2 (columns) at {sp_lambda:g}**\n\n" + grid(studies["lambda"], "r1", "r2").to_markdown()
+                 + f"\n\n{effects['λ grid']}"))
+display(Markdown("**Scale s (rows) × sparsity (columns)**\n\n" + grid(studies["s"], "s", "sparsity").to_markdown()
+                 + "\n\n" + "\n\n".join(f"{k}: {v}" for k, v in effects.items() if k.startswith("s at"))))
+display(Markdown("**Calibration count N (columns), per D² accumulation (rows)**\n\n"
+                 + grid(studies["nsamples"], "d2_norm", "nsamples").to_markdown()
+                 + "\n\n" + "\n\n".join(f"{k}: {v}" for k, v in effects.items() if k.startswith("N,"))))
+
+# %% [markdown]
+# ## The figure
+#
+# Left to right: our $(r_1, r_2)$ grid — each cell mean ± std over seeds, **hatched where it is within two standard
+# errors of the best cell** (differences there are seed noise) — the paper's (OPT-125M at 80%: another model, shown
+# for its shape), the scale $s$ at each sparsity, and the calibration count $N$ with both accumulations (error bars:
+# spread over seeds). The star marks notebook 02's fitted λ as $(r_1, r_2) = (\lambda, \lambda - \tfrac12\lambda^2)$ when
+# its record is present.
+
+# %%
+rec = Path(lambda_record)
+eq9 = json.loads(rec.read_text())["metrics"].get("eq9") if rec.exists() else None
+mark = (eq9["r1"], eq9["r2"], f"notebook 02: λ = {eq9['lambda']:.2f}") if eq9 else None
+fig = plots.hparam_figure(studies, OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80, mark)
 fig_h = plots.save(fig, fig_dir / "11_hyperparameters.png", caption=notebook.caption(model=model, calib=calib, seeds=seeds))
-print("paper OPT-125M λ grid at 80% (another model): best", min(OPT125M_LAMBDA_80, key=OPT125M_LAMBDA_80.get))
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+close, sigma, se = plots.within_noise({(r["r1"], r["r2"]): r["ppl"] for r in studies["lambda"]})
+best = min(studies["lambda"], key=lambda r: statistics.mean(r["ppl"]))
+paper_best = min(OPT125M_LAMBDA_80, key=OPT125M_LAMBDA_80.get)
+display(Markdown(
+    f"* The best (r1, r2) cell at {sp_lambda:g} is ({best['r1']:g}, {best['r2']:g}), but {len(close)} of "
+    f"{len(studies['lambda'])} cells are within two standard errors of it (seed σ {sigma:.1f}): the grid cannot rank them. "
+    f"The paper's OPT-125M grid has its best at {paper_best} on one seed.\n"
+    + "\n".join(f"* {k}: {v}." for k, v in effects.items())
+    + (f"\n* Notebook 02's λ = {eq9['lambda']:.2f} maps to (r1, r2) = ({eq9['r1']:.2f}, {eq9['r2']:.2f}), "
+       + ("inside" if eq9["r1"] <= max(lambda_grid) and 0 <= eq9["r2"] <= max(lambda_grid) else "outside")
+       + " the measured grid." if eq9 else "\n* Notebook 02's λ: its record is not present (run notebook 02 first).")))
+
+# %% [markdown]
+# **Discussion.**
+# 1. A heat map always has a darkest cell. What would you need before calling it the best setting?
+# 2. The authors' D² statistics are sums that grow with N. Which rows of the N study does that explain?
+# 3. Eq. 9 ties r1 and r2 together through one λ. Is a grid over both knobs testing the paper's model at all?
+#
+# **What to try next.** `seeds=[0, 1, 2, 3]` with `use_results=False` and a smaller grid; `lambda_grid=[0, 0.43, 1.38]`
+# to put notebook 02's point on the grid; notebook 14 for the paper's claims side by side.
 
 # %%
 notebook.finish(out, "11_hyperparameters",
                 {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "eval_data": eval_data,
                  "eval_windows": eval_windows, "seeds": seeds, "lambda_grid": lambda_grid, "s_values": s_values,
-                 "n_values": n_values, "sparsities": sparsities},
-                {"source": source, "studies": studies}, [fig_h])
+                 "n_values": n_values, "sparsities": sparsities, "lambda_record": lambda_record},
+                {"source": source, "studies": studies, "effects": effects, "lambda_cells_within_noise": len(close),
+                 "eq9_mark": eq9}, [fig_h])
