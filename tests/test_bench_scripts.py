@@ -34,3 +34,18 @@ def test_paper_protocol_records_every_substitution(tmp_path):
     assert rec["protocol"]["model"] == "smollm2-135m" and rec["records"][0]["ppl"]["wiki"] > 1
     assert "substituted model: facebook/opt-125m -> smollm2-135m" in r.stdout
     assert "paper OPT-125M Wanda | 38.88" in (tmp_path / "pp" / "paper_protocol.md").read_text()
+
+
+def test_gpu_transfer_parts_join_to_the_same_bytes_and_refuse_corruption(tmp_path):
+    from studies.gpu_transfer import pack, unpack
+    src = tmp_path / "model.gguf"
+    src.write_bytes(os.urandom(3 * (1 << 20) + 123))
+    m = pack(src, tmp_path / "t", part_mib=1)
+    assert len(m["parts"]) == 4 and all(p["bytes"] <= 1 << 20 for p in m["parts"])
+    assert unpack(tmp_path / "t").read_bytes() == src.read_bytes()
+    (tmp_path / "t" / "part-2").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="part-2 is corrupt"):
+        unpack(tmp_path / "t")
+    (tmp_path / "t" / "part-3").unlink()
+    with pytest.raises(SystemExit, match="not here yet: part-3"):
+        unpack(tmp_path / "t")

@@ -1,0 +1,226 @@
+"""Beyond the paper: which ingredient buys what — OWL, mask refinement, exact reconstruction — composed with
+Wanda, SparseGPT and D²Prune, beside the peers (magnitude, Wanda, SparseGPT, RIA, D²Prune).
+
+Protocol: calibration `news`, N = 64 windows of L = 128 tokens. N = 64 because the authors' D² term grows
+with N (N ≥ 64 is where the project's N study stopped improving); L = 128 so that one run, stages included,
+fits in a few minutes on one CPU thread here (N × L = 8192 tokens, twice the quick benchmark's). Every run
+is evaluated on four texts: `wiki:val` and `news:val` (validation: the only texts any choice looks at) and
+`wiki` test and `news:test` (reported; no choice ever looks at them). Stage hyper-parameters are the papers'
+defaults (OWL M = 5, λ = 0.08; 50 refinement cycles); which stages make the preset is chosen on validation.
+
+    python -m studies.recipes [--limit-minutes 60] [--report]
+
+Runs go in the studies' run cache (resumable; planned in priority order: seed 0 at 70%, 2:4, 50%, then the
+other settings, then the extra seeds). Writes results/recipes.{json,md} and figures/recipes.png."""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+from d2p_helpers.prune.cli_args import option_flags
+from d2p_helpers.record import versions, write_json, write_text
+from studies.runs import ROOT, RunSpec, cached, run
+
+PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 64, "seqlen": 128,
+            "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 16}
+VALIDATION, REPORTED = ("wiki:val", "news:val"), ("wiki", "news:test")
+SETTINGS = ["0.5", "0.6", "0.7", "0.8", "2:4", "4:8"]
+PRIORITY = ["0.7", "2:4", "0.5", "0.6", "0.8", "4:8"]
+SEEDED = {"0.7": [0, 1, 2], "2:4": [0, 1, 2], "0.5": [0, 1, 2]}
+PEERS = {"magnitude": ("magnitude", {}), "wanda": ("wanda", {}), "sparsegpt": ("sparsegpt", {}),
+         "ria": ("ria", {}), "d2prune": ("d2prune", {})}
+BASES = {"wanda": ("wanda", {}), "sparsegpt": ("sparsegpt", {}), "d2prune": ("d2prune", {}),
+         "d2prune-noqkv": ("d2prune", {"frozen": "all"})}
+STAGES = {"owl": {"layer_sparsity": "owl"}, "dsnot": {"refine": "dsnot"}, "exact": {"reconstruct": "exact"},
+          "all": {"layer_sparsity": "owl", "refine": "dsnot", "reconstruct": "exact"}}
+
+
+def configs(setting: str) -> dict:
+    """label -> (method, options) for one setting; OWL is unstructured only, so at N:M 'all' drops it."""
+    out = dict(PEERS)
+    for base, (method, opts) in BASES.items():
+        if base == "d2prune-noqkv":
+            out[base] = (method, opts)
+        for stage, extra in STAGES.items():
+            extra = dict(extra)
+            if ":" in setting and "layer_sparsity" in extra:
+                if stage == "owl":
+                    continue
+                extra.pop("layer_sparsity")
+            out[f"{base}+{stage}"] = (method, {**opts, **extra})
+    return out
+
+
+def spec(label: str, setting: str, seed: int) -> RunSpec:
+    method, options = configs(setting)[label]
+    return RunSpec.make(method, setting, options, seed=seed, **PROTOCOL)
+
+
+def plan() -> list[tuple[str, str, int]]:
+    runs = [(label, s, 0) for s in PRIORITY for label in configs(s)]
+    return runs + [(label, s, seed) for s in PRIORITY for seed in SEEDED.get(s, [0])[1:] for label in configs(s)
+                   if label in ("wanda", "sparsegpt", "ria", "d2prune", "d2prune-noqkv+all", "sparsegpt+all")]
+
+
+def run_all(limit_minutes: float | None) -> None:
+    t0 = time.time()
+    todo = plan()
+    for i, (label, setting, seed) in enumerate(todo, 1):
+        if cached(spec(label, setting, seed)) is not None:
+            continue
+        if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
+            print(f"[recipes] time limit reached; {sum(cached(spec(*r)) is None for r in todo)} runs left")
+            return
+        print(f"[recipes] {i}/{len(todo)} {label} {setting} seed {seed}", flush=True)
+        run(spec(label, setting, seed), in_process=False)
+
+
+def table() -> dict:
+    """{setting: {label: {text: [ppl per seed], "seconds": [...], "stage_seconds": {...}, "seeds": [...]}}}."""
+    out = {}
+    for setting in SETTINGS:
+        for label in configs(setting):
+            recs = [(seed, cached(spec(label, setting, seed))) for seed in SEEDED.get(setting, [0])]
+            recs = [(seed, r) for seed, r in recs if r is not None]
+            if not recs:
+                continue
+            out.setdefault(setting, {})[label] = {
+                **{t: [r["ppl"][t] for _, r in recs] for t in PROTOCOL["eval"]},
+                "seeds": [seed for seed, _ in recs], "prune_seconds": [r["prune_seconds"] for _, r in recs],
+                "stage_seconds": [r.get("stage_seconds", {}) for _, r in recs]}
+    return out
+
+
+def val_score(cell: dict) -> float:
+    """Geometric mean of the two validation perplexities (seed 0 only, so every label is compared alike)."""
+    return math.sqrt(cell["wiki:val"][0] * cell["news:val"][0])
+
+
+def choose_preset(tab: dict) -> dict | None:
+    """The composition with the best mean log validation score relative to the best peer, over the settings
+    where every candidate ran (seed 0). Looks at wiki:val and news:val only."""
+    candidates = sorted({label for cells in tab.values() for label in cells if "+" in label})
+    settings = [s for s in tab if all(c in tab[s] for c in candidates if c in configs(s))
+                and any(p in tab[s] for p in PEERS)]
+    if not candidates or not settings:
+        return None
+
+    def rel(label):
+        vals = [math.log(val_score(tab[s][label]) / min(val_score(tab[s][p]) for p in PEERS if p in tab[s]))
+                for s in settings if label in tab[s]]
+        return statistics.mean(vals) if vals else math.inf
+    scores = {c: rel(c) for c in candidates}
+    best = min(scores, key=scores.get)
+    method, options = configs(settings[0])[best]
+    return {"label": best, "validation_log_ratio_to_best_peer": scores, "settings_compared": settings,
+            "flags": ["--method", method, *option_flags(options)]}
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})" if len(values) > 1 \
+        else f"{values[0]:.2f} (n=1)"
+
+
+def verdict(ours: list[float], peer: list[float]) -> str:
+    """Ahead / behind beyond seed noise (difference > 2 × the pooled seed std), else a tie; n = 1: no verdict."""
+    if len(ours) < 2 or len(peer) < 2:
+        return "one seed: no verdict"
+    diff = statistics.mean(ours) - statistics.mean(peer)
+    noise = math.sqrt((statistics.variance(ours) + statistics.variance(peer)) / 2)
+    return "ahead" if diff < -2 * noise else "behind" if diff > 2 * noise else "tie (within seed noise)"
+
+
+def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
+    p = PROTOCOL
+    lines = ["# Beyond the paper: OWL, refinement and exact reconstruction on the embedded model", "",
+             f"Model `{p['model']}`, calibration `{p['calib']}` {p['nsamples']} × {p['seqlen']}; perplexity on "
+             f"`wiki` test and `news:test` (reported; never used for a choice) and `wiki:val`, `news:val` "
+             f"(validation: the preset is chosen on these), {p['eval_windows']} windows × {p['seqlen']} tokens each. "
+             "Stages at the papers' defaults (OWL M = 5, λ = 0.08; DSnoT 50 cycles); `+all` = OWL + DSnoT + exact "
+             "(at N:M: DSnoT + exact). d2prune-noqkv: D²Prune with none of q/k/v updated. "
+             f"{n_runs} of {len(plan())} planned runs present. Generated by `studies/recipes.py`.", ""]
+    if preset:
+        lines += [f"**Preset (chosen on validation):** `{preset['label']}` = `d2p prune {' '.join(preset['flags'])}` "
+                  f"(compared over settings {', '.join(preset['settings_compared'])}).", ""]
+    for text in REPORTED:
+        lines += [f"## Perplexity, `{text}`", "", "| config | " + " | ".join(SETTINGS) + " |",
+                  "|---|" + "---|" * len(SETTINGS)]
+        labels = list(dict.fromkeys(label for s in SETTINGS for label in configs(s)))
+        for label in labels:
+            cells = [_ms(tab[s][label][text]) if label in tab.get(s, {}) else "–" for s in SETTINGS]
+            if any(c != "–" for c in cells):
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if preset:
+        lines += ["## The preset against the best peer (wiki test)", "",
+                  "| setting | best peer | peer ppl | preset ppl | verdict |", "|---|---|---|---|---|"]
+        for s in SETTINGS:
+            cells = tab.get(s, {})
+            peers = {k: v for k, v in cells.items() if k in PEERS}
+            if preset["label"] not in cells or not peers:
+                continue
+            best = min(peers, key=lambda k: statistics.mean(peers[k]["wiki"]))
+            lines.append(f"| {s} | {best} | {_ms(peers[best]['wiki'])} | {_ms(cells[preset['label']]['wiki'])} | "
+                         f"{verdict(cells[preset['label']]['wiki'], peers[best]['wiki'])} |")
+        lines.append("")
+    lines += ["## Cost: prune seconds relative to the base method (same setting, seed 0)", "",
+              "| setting | config | prune s | ÷ base | stage seconds |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        for label, cell in tab.get(s, {}).items():
+            base = label.split("+")[0]
+            if "+" not in label or base not in tab[s]:
+                continue
+            b = tab[s][base]["prune_seconds"][0]
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in cell["stage_seconds"][0].items())
+            lines.append(f"| {s} | {label} | {cell['prune_seconds'][0]:.0f} | {cell['prune_seconds'][0] / b:.2f} | "
+                         f"{stages} |")
+    lines += ["", "Each run is a separate one-thread process on a shared 2-core machine: time ratios are noisy."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(tab: dict) -> None:
+    import matplotlib.pyplot as plt
+    from d2p_helpers import plots
+    plots.style()
+    settings = [s for s in SETTINGS if s in tab and "sparsegpt" in tab[s]]
+    if not settings:
+        return
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    labels = [label for label in dict.fromkeys(k for s in settings for k in tab[s]) if label != "magnitude"]
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        ys = [statistics.mean(tab[s][label]["wiki"]) / statistics.mean(tab[s]["sparsegpt"]["wiki"])
+              if label in tab[s] else float("nan") for s in settings]
+        ax.bar([x + i * width for x in range(len(settings))], ys, width, label=label)
+    ax.axhline(1, color="k", lw=1)
+    ax.set_xticks([x + 0.4 for x in range(len(settings))], settings)
+    ax.set_ylabel("wiki test perplexity ÷ SparseGPT's"), ax.set_yscale("log")
+    ax.set_title("Which ingredient buys what (below 1 = better than SparseGPT)")
+    ax.legend(fontsize=6, ncol=4)
+    plots.save(fig, ROOT / "figures" / "recipes.png",
+               caption=f"calib news {PROTOCOL['nsamples']}x{PROTOCOL['seqlen']}; seed 0 (mean over seeds where run)")
+
+
+def report() -> None:
+    tab = table()
+    n_runs = sum(cached(spec(*r)) is not None for r in plan())
+    preset = choose_preset(tab)
+    write_json(ROOT / "results" / "recipes.json", {"protocol": PROTOCOL, "validation": VALIDATION,
+                                                   "reported": REPORTED, "table": tab, "preset": preset,
+                                                   "runs_present": n_runs, "runs_planned": len(plan()),
+                                                   "versions": versions()})
+    write_text(ROOT / "results" / "recipes.md", markdown(tab, preset, n_runs))
+    figure(tab)
+    print((ROOT / "results" / "recipes.md").read_text())
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", action="store_true", help="only write the files from cached runs")
+    ap.add_argument("--limit-minutes", type=float, default=None, help="stop starting new runs after this long")
+    a = ap.parse_args()
+    if not a.report:
+        run_all(a.limit_minutes)
+    report()
