@@ -194,6 +194,26 @@ def knn_top1(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor,
 _DENSE_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def dense_reference(dense, spec: str, train_n: int = 1000, test_n: int = 500, seed: int = 0, cache_file=None) -> None:
+    """Compute (or read from `cache_file`, a torch file) the dense model's features once, for every later
+    evaluate(pruned, dense, ...) with the same images; a resumed study then skips the dense forward passes."""
+    key = (spec, train_n, test_n, seed)
+    if key in _DENSE_FEATURES.get(dense, {}):
+        return
+    if cache_file is not None and Path(cache_file).exists():
+        _DENSE_FEATURES.setdefault(dense, {})[key] = tuple(torch.load(cache_file))
+        return
+    fte, logits = features(dense, load_images(spec, "test", test_n, seed, dense)[0])
+    ftr = None
+    if logits is None or not spec.startswith("imagenet:"):
+        ftr, _ = features(dense, load_images(spec, "train", train_n, seed, dense)[0])
+    _DENSE_FEATURES.setdefault(dense, {})[key] = (ftr, fte, logits)
+    if cache_file is not None:
+        from .record import replace_file
+        with replace_file(cache_file) as tmp:
+            torch.save([ftr, fte, logits], tmp)
+
+
 def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, seed: int = 0,
              attention_images: int = 4, progress: bool = False) -> dict:
     """The `vision` record: top-1 (own classifier, ImageNet) or k-NN top-1, for pruned and dense, CLS cosine and

@@ -32,9 +32,11 @@ def paper_deit() -> str:
     return f"dense {DEIT_ACC['Dense']}; " + "; ".join(rows)
 
 
-def plan(sparsities: list[float], seeds: list[int], seeded_at: float) -> list[tuple[str, float, int]]:
-    """(method, sparsity, calibration seed): seed 0 everywhere first (a complete table early), extra seeds after."""
-    first = [(m, sp, 0) for sp in sparsities for m in METHODS]
+def plan(sparsities: list[float], seeds: list[int], seeded_at: float, priority: list[float] = ()) -> list:
+    """(method, sparsity, calibration seed) in running order: seed 0 everywhere first (priority sparsities
+    before the others), extra seeds after. The table is sorted by sparsity whatever the order."""
+    order = [sp for sp in priority if sp in sparsities] + [sp for sp in sparsities if sp not in priority]
+    first = [(m, sp, 0) for sp in order for m in METHODS]
     return first + [(m, seeded_at, s) for s in seeds if s != 0 for m in METHODS if seeded_at in sparsities]
 
 
@@ -76,11 +78,12 @@ def fmt(row: dict, key: str, digits: int) -> str:
 
 def report(protocol: dict, cells: list, runs: dict, total_seconds: float) -> tuple[dict, str]:
     rows = {"dense": runs["dense"]}
-    for method, sp, _ in cells:
+    for method, sp, _ in sorted(cells, key=lambda c: (c[1], METHODS.index(c[0]))):
         done = [runs[k] for k in runs if k != "dense" and runs[k]["method"] == method and runs[k]["sparsity"] == sp]
         if done:
             rows[f"{method}@{sp}"] = {"method": method, "sparsity": sp, **summarise(done)}
-    missing = [f"{m}@{sp} seed {s}" for m, sp, s in cells if f"{m}@{sp}-seed{s}" not in runs]
+    missing = [f"{m}@{sp} seed {s}" for m, sp, s in sorted(cells, key=lambda c: (c[2], c[1]))
+               if f"{m}@{sp}-seed{s}" not in runs]
     doc = {"protocol": protocol, "plan": [f"{m}@{sp} seed {s}" for m, sp, s in cells], "missing": missing,
            "rows": rows, "runs": runs, "total_run_seconds": total_seconds, "versions": versions()}
     p = protocol
@@ -106,7 +109,8 @@ def report(protocol: dict, cells: list, runs: dict, total_seconds: float) -> tup
         lines.append(f"| {key} | {','.join(map(str, r['seeds']))} | {fmt(r, 'knn_top1_pruned', 3)} | "
                      f"{fmt(r, 'cls_cosine', 4)} | {fmt(r, 'attention_kl', 4)} | {fmt(r, 'prune_seconds', 1)} |")
     if missing:
-        lines += ["", f"Not run (plan cut or interrupted): {', '.join(missing)}."]
+        lines += ["", f"Not run (plan cut to the time budget; `python studies/vision.py` resumes and adds them): "
+                      f"{', '.join(missing)}."]
     return doc, "\n".join(lines) + "\n"
 
 
@@ -122,6 +126,9 @@ def main() -> None:
     ap.add_argument("--attention-images", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
+    ap.add_argument("--priority", default="0.5,0.8", help="sparsities whose seed-0 runs go first")
+    ap.add_argument("--stop-after-min", type=float, default=None,
+                    help="start no new run once this many minutes have passed (resume later)")
     ap.add_argument("--out-dir", default=str(ROOT / "results"), help="where vision.json and vision.md go")
     a = ap.parse_args()
     set_threads(a.threads)
@@ -131,10 +138,14 @@ def main() -> None:
          "image_size": vision.input_spec(dense)["size"], "frozen (d2prune)": "v",
          "attention_images": a.attention_images}
     cells = plan([float(x) for x in a.sparsities.split(",")], [int(s) for s in a.seeds.split(",")],
-                 a.seeded_sparsity)
+                 a.seeded_sparsity, [float(x) for x in a.priority.split(",") if x])
     evaluate = lambda m: vision.evaluate(m, dense, p["data"], a.knn_train, a.knn_test, p["seed"],  # noqa: E731
                                          attention_images=a.attention_images)
+    t_start = time.perf_counter()
     runs = {"dense": cached_run(p, {"method": "dense"}, lambda: evaluate(dense))}
+    # the dense features every run is compared with, kept on disk beside the runs: a resumed study reuses them
+    vision.dense_reference(dense, p["data"], a.knn_train, a.knn_test, p["seed"],
+                           cell_path(p, {"method": "dense"}).with_suffix(".features.pt"))
 
     def prune_and_evaluate(method: str, sp: float, seed: int) -> dict:
         m = copy.deepcopy(dense)
@@ -149,20 +160,26 @@ def main() -> None:
     for method, sp, seed in cells:
         cell = {"method": method, "sparsity": sp, "calib_seed": seed}
         fresh = not cell_path(p, cell).exists()
-        if fresh and a.max_runs is not None and new >= a.max_runs:
+        late = a.stop_after_min is not None and time.perf_counter() - t_start > 60 * a.stop_after_min
+        if fresh and (late or (a.max_runs is not None and new >= a.max_runs)):
             continue
         r = cached_run(p, cell, lambda: prune_and_evaluate(method, sp, seed))  # noqa: B023 (called at once)
         new += fresh
         runs[f"{method}@{sp}-seed{seed}"] = r
         print(f"{'ran' if fresh else 'cached'} {method}@{sp} seed {seed}: k-NN {r['knn_top1_pruned']:.3f} "
               f"cos {r['cls_cosine']:.4f} KL {r['attention_kl']:.4f} ({r['seconds']:.0f} s)", flush=True)
+        if fresh:
+            write_results(a.out_dir, p, cells, runs)       # the results always show what has run so far
+    print(write_results(a.out_dir, p, cells, runs))
+
+
+def write_results(out_dir, protocol: dict, cells: list, runs: dict) -> str:
     total = sum(r.get("seconds", 0.0) for r in runs.values())
-    doc, md = report(p, cells, runs, total)
-    for r in doc["runs"].values():
-        r.pop("attention_per_layer", None)
-    write_json(Path(a.out_dir) / "vision.json", doc)
-    write_text(Path(a.out_dir) / "vision.md", md)
-    print(md)
+    doc, md = report(protocol, cells, runs, total)
+    doc["runs"] = {k: {kk: vv for kk, vv in r.items() if kk != "attention_per_layer"} for k, r in runs.items()}
+    write_json(Path(out_dir) / "vision.json", doc)
+    write_text(Path(out_dir) / "vision.md", md)
+    return md
 
 
 if __name__ == "__main__":
