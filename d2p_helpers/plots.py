@@ -135,7 +135,7 @@ def _axis_position(value: float, grid: list) -> float:
     return 0.0
 
 
-def _grid_image(ax, fig, cells: dict, title: str, mark: tuple | None = None) -> None:
+def grid_image(ax, fig, cells: dict, title: str, mark: tuple | None = None) -> None:
     """cells: {(r1, r2): ppl, or [ppl per seed]} as a labelled heat map (lower is better: reversed map).
     r1 = λ₁ and r2 = −λ₂ (the code subtracts r2 · W² x̂²; notebooks/NOTATION.md).
 
@@ -176,9 +176,9 @@ def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict, mark:
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     if studies["lambda"]:
         sp = studies["lambda"][0]["sparsity"]
-        _grid_image(axes[0], fig, {(r["r1"], r["r2"]): list(r["ppl"]) for r in studies["lambda"]},
+        grid_image(axes[0], fig, {(r["r1"], r["r2"]): list(r["ppl"]) for r in studies["lambda"]},
                     f"ours: ppl over (r1, r2) at {sp:.0%}", mark)
-    _grid_image(axes[1], fig, paper_lambda, "paper OPT-125M at 80% (another model)", mark)
+    grid_image(axes[1], fig, paper_lambda, "paper OPT-125M at 80% (another model)", mark)
     for sp in sorted({r["sparsity"] for r in studies["s"]}):
         rs = [r for r in studies["s"] if r["sparsity"] == sp]
         ref = next((statistics.mean(r["ppl"]) for r in rs if r["s"] != "auto" and float(r["s_value"]) == 1500), None)

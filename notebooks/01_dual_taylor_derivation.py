@@ -62,7 +62,7 @@ block_index = min(block_index, len(blocks) - 1)
 lin_name = adapter.qkv_names(blocks[block_index])[layer]
 lin = adapter.linears(blocks[block_index])[lin_name]
 
-
+# %%
 def layer_inputs(text: str) -> tuple[list[torch.Tensor], object]:
     """Per-window inputs [d_in x L] of the projection on `text`, and the block inputs (for more passes)."""
     win = calibration_windows(tok, text, nsamples, seqlen, seed)

@@ -152,6 +152,8 @@ def mean_peak_ratio(f):
 kl = {k: v["mean_kl"] for k, v in configs.items()}
 v_vs_all = kl["freeze v"] / kl["all updated"] - 1
 flat = {label: mean_peak_ratio(f) for label, f in fidelity.items()}
+
+# %%
 display(Markdown(
     f"* At {sparsity:.0%}, freezing v changes the mean attention KL by {100 * v_vs_all:+.1f}% against updating all "
     f"three projections ({kl['freeze v']:.4f} vs {kl['all updated']:.4f}); the lowest KL is **{min(kl, key=kl.get)}** "

@@ -265,6 +265,8 @@ lines = [f"* **The D² score**, on this model at N = {n_calib} calibration windo
     f"moves perplexity beyond seed noise in {len(beyond)} of {len(score_rows)} comparisons.")]
 off = {(r["setting"], r["text"]): r for r in questions["frozen projection, D² off (D²Prune with r1 = r2 = 0 ÷ SparseGPT)"]}
 both = {(r["setting"], r["text"]): r for r in questions["both (D²Prune ÷ SparseGPT)"]}
+
+# %%
 for (s_, t), g in both.items():
     if g["verdict"] == "lower beyond seed noise":
         m = off.get((s_, t))
