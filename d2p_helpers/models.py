@@ -187,10 +187,22 @@ def cached_timm_weights(name: str) -> str | None:
     return None
 
 
-def load_timm(spec: str, seed: int = 0):
-    """`timm:NAME` with its pretrained weights from a local cache or ?file=PATH; ?pretrained=0: random, said aloud.
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether a download could work at all: HF_HUB_OFFLINE unset and the hub answers within a few seconds
+    (offline, timm's own loader would retry for about a minute before failing)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    import socket
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
-    Never downloads: offline, timm's own loader would retry the hub for about a minute and then fail."""
+
+def load_timm(spec: str, seed: int = 0):
+    """`timm:NAME` with its pretrained weights from a local cache, ?file=PATH, or a download when the hub is
+    reachable; ?pretrained=0: random weights, said aloud."""
     timm = _import_timm()
     name, opts = _parse_timm(spec)
     if not timm.is_model(name):
@@ -202,18 +214,20 @@ def load_timm(spec: str, seed: int = 0):
         model, weights = _timm_architecture(arch), f"random (pretrained=0, seed {seed})"
     else:
         path = opts.get("file") or cached_timm_weights(name)
-        if path is None:
-            raise ModelError(f"timm:{name}: pretrained weights are not available offline (not in the Hugging Face or "
-                             f"torch hub cache, and there is no network); offline choices: timm:{name}?file=WEIGHTS "
-                             f"(.pth or .safetensors you have), timm:{name}?pretrained=0 (random weights), "
-                             f"vit-s14-focus, {', '.join(TINY_TIMM)}")
-        if not Path(path).is_file():
+        if path is None and not _hub_reachable():
+            raise ModelError(f"timm:{name}: pretrained weights are not available offline (not in the local Hugging "
+                             f"Face or torch hub cache, and the hub cannot be reached); offline choices: "
+                             f"timm:{name}?file=WEIGHTS (.pth or .safetensors you have), timm:{name}?pretrained=0 "
+                             f"(random weights), vit-s14-focus, {', '.join(TINY_TIMM)}")
+        if path is not None and not Path(path).is_file():
             raise ModelError(f"timm:{name}: weights file not found: {path}")
+        overlay = {"pretrained_cfg_overlay": {"file": str(path)}} if path else {}
         try:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+            model = timm.create_model(name, pretrained=True, **overlay)
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise ModelError(f"timm:{name}: cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-        weights = f"pretrained from {path}"
+            raise ModelError(f"timm:{name}: cannot load its weights ({path or 'download'}): {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        weights = f"pretrained from {path}" if path else "pretrained, downloaded by timm"
     model.d2p_arch = arch
     return model, weights
 
