@@ -58,10 +58,21 @@ def spec(label: str, setting: str, seed: int) -> RunSpec:
     return RunSpec.make(method, setting, options, seed=seed, **PROTOCOL)
 
 
+def tier(label: str) -> int:
+    """Run order within the plan: the peers and each base with every stage first, single stages after."""
+    if "+" not in label or label.endswith("+all") or label == "d2prune-noqkv":
+        return 0
+    return 1 if label.startswith(("d2prune-noqkv+", "sparsegpt+")) else 2
+
+
 def plan() -> list[tuple[str, str, int]]:
-    runs = [(label, s, 0) for s in PRIORITY for label in configs(s)]
+    """Seed 0 tier by tier across the leading settings (an interrupted study still compares every base with
+    and without the stages at 70%, 2:4 and 50%), then the remaining settings, then extra seeds."""
+    lead, rest = PRIORITY[:3], PRIORITY[3:]
+    runs = [(label, s, 0) for t in (0, 1, 2) for s in lead for label in configs(s) if tier(label) == t]
+    runs += [(label, s, 0) for s in rest for label in configs(s)]
     return runs + [(label, s, seed) for s in PRIORITY for seed in SEEDED.get(s, [0])[1:] for label in configs(s)
-                   if label in ("wanda", "sparsegpt", "ria", "d2prune", "d2prune-noqkv+all", "sparsegpt+all")]
+                   if tier(label) == 0]
 
 
 def run_all(limit_minutes: float | None) -> None:
@@ -101,9 +112,9 @@ def val_score(cell: dict) -> float:
 def choose_preset(tab: dict) -> dict | None:
     """The composition with the best mean log validation score relative to the best peer, over the settings
     where every candidate ran (seed 0). Looks at wiki:val and news:val only."""
-    candidates = sorted({label for cells in tab.values() for label in cells if "+" in label})
-    settings = [s for s in tab if all(c in tab[s] for c in candidates if c in configs(s))
-                and any(p in tab[s] for p in PEERS)]
+    settings = [s for s in tab if any(p in tab[s] for p in PEERS)]
+    candidates = sorted(label for label in configs("0.5") if label not in PEERS
+                        and all(label in tab[s] or label not in configs(s) for s in settings))
     if not candidates or not settings:
         return None
 
