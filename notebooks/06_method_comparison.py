@@ -284,8 +284,8 @@ display(Markdown(conclusion))
 # %% [markdown]
 # ## The paper's calibration count, and the recipes
 #
-# The benchmark above calibrates on 16 windows of 256 tokens; the paper uses 128 windows. `results/bench_paper_n.json`
-# (128 × 512, `make bench-paper-n`) has the same shape; `results/recipes.json` holds the recipe study. Each is
+# The quick benchmark above calibrates on far fewer windows than the paper's 128. `results/bench_paper_n.json`
+# (`make bench-paper-n`: 128 windows) has the same shape; `results/recipes.json` holds the recipe study. Each is
 # shown when it exists.
 
 # %%

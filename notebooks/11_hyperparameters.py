@@ -138,8 +138,8 @@ display(Markdown(
 # 2. The authors' D² statistics are sums that grow with N. Which rows of the N study does that explain?
 # 3. Eq. 9 ties r1 and r2 together through one λ. Is a grid over both knobs testing the paper's model at all?
 #
-# **What to try next.** `seeds=[0, 1, 2, 3]` with `use_results=False` and a smaller grid; `lambda_grid=[0, 0.43, 1.38]`
-# to put notebook 02's point on the grid; notebook 14 for the paper's claims side by side.
+# **What to try next.** `seeds=[0, 1, 2, 3]` with `use_results=False` and a smaller grid; a `lambda_grid` that
+# contains notebook 02's $(r_1, r_2)$ to measure the paper's own point; notebook 14 for the paper's claims side by side.
 
 # %%
 notebook.finish(out, "11_hyperparameters",
