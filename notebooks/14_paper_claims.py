@@ -182,10 +182,12 @@ if zs:
 # ## Table 7 — vision
 #
 # The paper prunes DeiT and scores ImageNet-1K. Neither exists here; `results/vision.json` is a proxy (a DINOv2 ViT-S
-# with a k-NN probe on Fashion-MNIST). A k-NN accuracy $p$ on $n$ test images has standard error $\sqrt{p(1-p)/n}$.
+# with a k-NN probe on Fashion-MNIST). A k-NN accuracy $p$ on $n$ test images has standard error $\sqrt{p(1-p)/n}$
+# from the choice of test images alone.
 
 # %%
-acc = {k: (v["knn_top1_pruned"], v["test_images"]) for k, v in (vis or {}).get("rows", {}).items() if "@" in k}
+n_test = (vis or {}).get("protocol", {}).get("knn_test")
+acc = {k: (v["knn_top1_pruned"], v.get("test_images") or n_test) for k, v in (vis or {}).get("rows", {}).items() if "@" in k}
 vsps = sorted({k.split("@")[1] for k in acc}, key=float)
 
 
@@ -194,7 +196,7 @@ def acc_text(k):
     return f"{100 * p:.0f} ± {100 * math.sqrt(p * (1 - p) / n):.0f}"
 
 # %%
-if vis:
+if acc:
     ours_v = "; ".join(f"{s}: " + ", ".join(f"{m} {acc_text(f'{m}@{s}')}" for m in ("d2prune", "sparsegpt", "wanda")
                                              if f"{m}@{s}" in acc) for s in vsps)
     n_img = min(n for _, n in acc.values())
