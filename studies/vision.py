@@ -33,11 +33,12 @@ def paper_deit() -> str:
 
 
 def plan(sparsities: list[float], seeds: list[int], seeded_at: float, priority: list[float] = ()) -> list:
-    """(method, sparsity, calibration seed) in running order: seed 0 everywhere first (priority sparsities
-    before the others), extra seeds after. The table is sorted by sparsity whatever the order."""
-    order = [sp for sp in priority if sp in sparsities] + [sp for sp in sparsities if sp not in priority]
-    first = [(m, sp, 0) for sp in order for m in METHODS]
-    return first + [(m, seeded_at, s) for s in seeds if s != 0 for m in METHODS if seeded_at in sparsities]
+    """(method, sparsity, calibration seed) in running order: the priority sparsities (seed 0), then the extra
+    seeds (how much of a difference is calibration noise), then the other sparsities. The table is sorted by
+    sparsity whatever the order."""
+    first = [(m, sp, 0) for sp in priority if sp in sparsities for m in METHODS]
+    seeded = [(m, seeded_at, s) for s in seeds if s != 0 for m in METHODS if seeded_at in sparsities]
+    return first + seeded + [(m, sp, 0) for sp in sparsities if sp not in priority for m in METHODS]
 
 
 def cell_path(protocol: dict, cell: dict) -> Path:
