@@ -93,7 +93,7 @@ def report(protocol: dict, cells: list, runs: dict, total_seconds: float) -> tup
              f"`vit_small_patch14_dinov2` at {p['image_size']} px (its weights: {p['weights']}). No classifier, so accuracy "
              f"is a cosine k-NN probe, k = 10, on CLS features: fit on {p['knn_train']} Fashion-MNIST train images, scored "
              f"on {p['knn_test']} test images (image seed {p['seed']}). Calibration: {p['nsamples']} train images drawn "
-             "with the calibration seed (labels unused); D²Prune freezes v (the q/k/v rows of timm's fused qkv are "
+             "with the calibration seed (labels unused; with seed 0 they are among the k-NN fit images); D²Prune freezes v (the q/k/v rows of timm's fused qkv are "
              f"pruned as separate units). Mean ± sample std over calibration seeds where the seeds column lists more "
              f"than one. Attention KL: KL(pruned ‖ dense), mean over layers, heads and queries of {p['attention_images']} "
              "test images. Not ImageNet and not DeiT: the paper's Table 7 (DeiT, ImageNet-1K top-1 %, "
