@@ -1,5 +1,4 @@
 """Every notebook runs headless through papermill with small parameters and writes its JSON record."""
-import json
 from pathlib import Path
 
 import nbformat
