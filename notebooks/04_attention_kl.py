@@ -22,7 +22,7 @@ map_tokens: int = 128           # tokens shown in the attention-map figure (the 
 use_results: bool = True        # the q/k/v table from ../results/qkv_selectors.json when its protocol matches
 results_dir: str = "../results"  # where qkv_selectors.json is
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/cache"  # reuse runs across notebooks and scripts
+cache_dir: str = "../results/runs"   # the studies' run cache (studies/runs.py), shared with the scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note

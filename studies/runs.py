@@ -162,19 +162,3 @@ def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> di
         return None
     saved = json.loads(path.read_text())
     return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
-
-
-def method_table(base: dict, methods: list[str], settings: list[str], cache_dir=None) -> dict:
-    """{"method@setting": {mean, std, n}} of perplexity on base's first eval text, one seed (base["seed"]),
-    in the shape of results/bench.json's table; "dense@0" is the unpruned model."""
-    from .prune import setting_kwargs
-    text = base["eval"][0]
-
-    def cell(spec):
-        return {"mean": prune_and_eval(spec, cache_dir)["ppl"][text], "std": 0.0, "n": 1}
-
-    table = {"dense@0": cell({**base, "method": "dense"})}
-    for s in settings:
-        for m in methods:
-            table[f"{m}@{s}"] = cell({**base, **setting_kwargs(s), "method": m})
-    return table
