@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from pathlib import Path
 
 from d2p_helpers.paper import opt125m_ppl
 from d2p_helpers.record import write_json, write_text
-from studies.runs import ROOT, RunSpec, cached, run
+from studies.runs import ROOT, RunSpec, cached, run_plan
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
             "eval": ["wiki", "news:val"], "eval_windows": 16, "dtype": "float32", "device": "cpu"}
@@ -71,16 +70,7 @@ def run_all(limit_minutes: float | None, ray_address: str | None = None, device:
         run_on_ray([spec(*r) for r in todo], ray_address, gpus_per_task=1 if device.startswith("cuda") else 0,
                    in_process=False)
         return
-    t0 = time.time()
-    for i, (method, setting, seed) in enumerate(todo, 1):
-        if cached(spec(method, setting, seed)) is not None:
-            continue
-        if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
-            print(f"[bench] time limit reached; {sum(cached(spec(*r)) is None for r in todo)} runs left")
-            return
-        print(f"[bench] {i}/{len(todo)} {method} {setting} seed {seed}", flush=True)
-        run(spec(method, setting, seed), in_process=False)
-    print(f"[bench] all {len(todo)} runs present ({(time.time() - t0) / 60:.1f} min this call)")
+    run_plan(todo, spec, limit_minutes, "bench")
 
 
 def import_records(path) -> int:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import time
 
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import versions, write_json, write_text
-from studies.runs import ROOT, RunSpec, cached, run
+from studies.runs import ROOT, RunSpec, cached, run_plan
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 64, "seqlen": 128,
             "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 16}
@@ -76,16 +75,7 @@ def plan() -> list[tuple[str, str, int]]:
 
 
 def run_all(limit_minutes: float | None) -> None:
-    t0 = time.time()
-    todo = plan()
-    for i, (label, setting, seed) in enumerate(todo, 1):
-        if cached(spec(label, setting, seed)) is not None:
-            continue
-        if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
-            print(f"[recipes] time limit reached; {sum(cached(spec(*r)) is None for r in todo)} runs left")
-            return
-        print(f"[recipes] {i}/{len(todo)} {label} {setting} seed {seed}", flush=True)
-        run(spec(label, setting, seed), in_process=False)
+    run_plan(plan(), spec, limit_minutes, "recipes")
 
 
 def table() -> dict:

@@ -162,3 +162,18 @@ def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> di
         return None
     saved = json.loads(path.read_text())
     return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
+
+
+def run_plan(todo: list[tuple], spec_of, limit_minutes: float | None = None, tag: str = "runs") -> None:
+    """Measure every planned run not yet cached, in order, each as a one-thread `d2p` process; stop starting
+    new runs after `limit_minutes` (a study is finished over several sittings)."""
+    t0 = time.time()
+    for i, coords in enumerate(todo, 1):
+        if cached(spec_of(*coords)) is not None:
+            continue
+        if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
+            print(f"[{tag}] time limit reached; {sum(cached(spec_of(*c)) is None for c in todo)} runs left")
+            return
+        print(f"[{tag}] {i}/{len(todo)} " + " ".join(map(str, coords)), flush=True)
+        run(spec_of(*coords), in_process=False)
+    print(f"[{tag}] all {len(todo)} runs present ({(time.time() - t0) / 60:.1f} min this call)")
