@@ -131,6 +131,15 @@ def seeds_run(table: dict) -> str:
     return "; ".join(f"{s}: seeds {', '.join(map(str, sorted(v)))}" for s, v in by_setting.items())
 
 
+def planned_seeds() -> str:
+    """'seeds 0, 1, 2 at 0.5 and 0.7, seed 0 elsewhere' from the plan itself."""
+    groups: dict = {}
+    for setting, seeds in SEEDED.items():
+        groups.setdefault(tuple(seeds), []).append(setting)
+    return "; ".join(f"seeds {', '.join(map(str, s))} at {' and '.join(v)}" for s, v in groups.items()) + \
+        ", seed 0 elsewhere"
+
+
 def fmt(cell: dict) -> str:
     return f"{cell['mean']:.2f} ± {cell['std']:.2f}" if cell["std"] else f"{cell['mean']:.2f}"
 
@@ -143,7 +152,8 @@ def markdown(table: dict, records: list[dict]) -> str:
              f"Protocol: model `{PROTOCOL['model']}` (SmolLM2-135M-Instruct, Q4_1 weights dequantised to fp32), "
              f"calibration `{PROTOCOL['calib']}` {PROTOCOL['nsamples']} × {PROTOCOL['seqlen']} tokens, "
              f"perplexity on `wiki` test and `news:val` ({PROTOCOL['eval_windows']} windows × {PROTOCOL['seqlen']} tokens "
-             f"each), CPU fp32, one thread per run. Planned: seeds 0, 1, 2 at 50% and 70%, seed 0 elsewhere; "
+             f"each), CPU fp32, one thread per run. Planned: "
+             f"{planned_seeds()}; "
              f"seeds run: {seeds_run(table)} ({len(records)} of {len(plan())} planned runs; mean ± std over "
              f"calibration seeds where there are several); "
              f"magnitude uses no data. D²Prune: r1 = 1, r2 = 0, s = 1500, frozen v (Llama default); d2prune-noqkv: "
