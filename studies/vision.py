@@ -109,6 +109,14 @@ def report(protocol: dict, cells: list, runs: dict, total_seconds: float) -> tup
             continue
         lines.append(f"| {key} | {','.join(map(str, r['seeds']))} | {fmt(r, 'knn_top1_pruned', 3)} | "
                      f"{fmt(r, 'cls_cosine', 4)} | {fmt(r, 'attention_kl', 4)} | {fmt(r, 'prune_seconds', 1)} |")
+    dense_acc, n_test = d["knn_top1_dense"], p["knn_test"]
+    se = (dense_acc * (1 - dense_acc) / n_test) ** 0.5
+    above = [k for k, r in rows.items() if k != "dense" and r.get("knn_top1_pruned", 0) > dense_acc + 2 * se]
+    lines += ["", f"k-NN top-1 on {n_test} images has a binomial standard error of about ±{se:.3f}."
+              + (f" {', '.join(above)} score{'s' if len(above) == 1 else ''} more than two standard errors above the "
+                 "dense model, so on this saliency-tuned backbone the k-NN probe does not rank what pruning removes; the "
+                 "CLS cosine and the attention KL measure how far the pruned features and attention move." if above
+                 else "")]
     if missing:
         lines += ["", f"Not run (plan cut to the time budget; `python studies/vision.py` resumes and adds them): "
                       f"{', '.join(missing)}."]
