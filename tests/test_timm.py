@@ -268,3 +268,21 @@ def test_cli_refuses_selectors_that_cannot_see_fused_qkv(capsys):
                "--calib", "fashion-mnist", "--eval", "fashion-mnist", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "fused qkv" in err[0]
+
+
+def test_save_pruned_and_selectors_on_a_fused_qkv_model(tmp_path):
+    """engine.save_pruned writes a timm model that load_model reloads; per-block selectors refuse fused qkv."""
+    import torch
+    from d2p_helpers.models import load_model
+    from d2p_helpers.prune import PruneError, prune
+    from d2p_helpers.prune.engine import save_pruned
+    model, _ = load_model("tiny-timm-vit")
+    images = [{"pixel_values": torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    rep = prune(model, "d2prune", sparsity=0.5, samples=images, frozen="v", progress=False)
+    save_pruned(model, None, tmp_path / "saved", rep)
+    again, _ = load_model(str(tmp_path / "saved"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    for selector in ("auto:kl", "auto:outlier"):
+        with pytest.raises(PruneError, match="fused qkv"):
+            prune(load_model("tiny-timm-vit")[0], "d2prune", sparsity=0.5, samples=images, frozen=selector,
+                  progress=False)

@@ -279,8 +279,13 @@ def _non_block_modules(model, blocks):
 
 
 def save_pruned(model, tokenizer, out_dir, report: PruneReport | None = None) -> None:
-    """A HF folder (safetensors) that reloads with from_pretrained; written to a temp dir, then renamed."""
+    """A HF folder (safetensors) that reloads with from_pretrained (timm models: models.save_timm, which
+    `load_model(DIR)` reloads); written to a temp dir, then renamed."""
+    from ..models import save_timm
     from ..record import replace_dir, write_json
+    if get_adapter(model).model_type == "timm-vit":
+        save_timm(model, out_dir, report.to_record() if report is not None else None)
+        return
     with replace_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:

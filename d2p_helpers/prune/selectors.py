@@ -98,6 +98,11 @@ def run_with_selector(model, cfg, tokenizer=None, samples=None, progress=True):
     cfg.validate()
     if cfg.frozen not in SELECTORS:
         return run_pruning(model, cfg, tokenizer, samples, progress=progress)
+    from ..models import get_adapter
+    adapter = get_adapter(model)
+    if cfg.frozen in ("auto:kl", "auto:outlier") and adapter.row_groups(adapter.blocks(model)[0]):
+        raise PruneError(f"{cfg.frozen} does not yet handle a fused qkv projection ({adapter.model_type}); "
+                         "give --frozen q|k|v|none|all")
     if cfg.frozen == "auto:outlier":
         log = []
         report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
