@@ -45,13 +45,10 @@ from studies.hparams import knob_effect
 
 out, fig_dir, res = Path(out_dir), Path(out_dir) / "figures", Path(results_dir)
 
-# %% [markdown]
-# Three of the paper's numbers are not in `d2p_helpers/paper.py` yet; they are cited here with their table or figure.
-
 # %%
-PAPER_PRUNE_SECONDS = {"D2Prune": 47.29, "SparseGPT": 49.13}   # Table 15: OPT-125M on an A40
-PAPER_LAMBDA_FIT = {"lambda": 1.38, "r2": 1.00}                # Appendix C, Figure 8: OPT-125M, C4 -> WikiText-2
-PAPER_FIG3_PEAK = {"dense": 0.5, "SparseGPT": 0.3}             # Figure 3: LLaMA-2-7B, last layer, peak attention
+from d2p_helpers.paper import FIG3_PEAK_ATTENTION as PAPER_FIG3_PEAK  # noqa: E402  Figure 3
+from d2p_helpers.paper import LAMBDA_FIT as PAPER_LAMBDA_FIT  # noqa: E402  Appendix C
+from d2p_helpers.paper import PRUNE_SECONDS_OPT125M as PAPER_PRUNE_SECONDS  # noqa: E402  Table 15
 
 # %% [markdown]
 # ## The result files, and one way to record a claim
