@@ -8,7 +8,9 @@ from d2p_helpers.models import TINY_MODELS, load_model
 from d2p_helpers.prune import prune, save_pruned
 
 
-@pytest.mark.parametrize("name", TINY_MODELS)
+# two families in the fast tier, the others (same code path, other layer names) in the slow one
+@pytest.mark.parametrize("name", [n if n in ("tiny-opt", "tiny-llama") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in TINY_MODELS])
 def test_prune_eval_save_reload(name, tmp_path):
     from transformers import AutoModelForCausalLM
     model, tok = load_model(name)

@@ -14,6 +14,7 @@ def _zeros(model):
     return {n: (p == 0) for n, p in model.named_parameters() if n.endswith("proj.weight")}
 
 
+@pytest.mark.slow
 def test_lora_merge_keeps_exact_sparsity_and_pattern(tmp_path):
     model, tok = tiny("tiny-llama")
     prune(model, "d2prune", pattern="2:4", nsamples=2, seqlen=64, tokenizer=tok, progress=False)
@@ -27,6 +28,7 @@ def test_lora_merge_keeps_exact_sparsity_and_pattern(tmp_path):
     assert len(res["log"]["losses"]) == 3
 
 
+@pytest.mark.slow
 def test_finetune_resumes_from_checkpoint(tmp_path):
     model, tok = tiny("tiny-llama")
     finetune(model, tok, tmp_path / "ft", steps=2, seqlen=32, batch_size=2, save_every=1, progress=False)
@@ -35,6 +37,7 @@ def test_finetune_resumes_from_checkpoint(tmp_path):
     assert res["log"]["resumed_from"] == 2 and len(res["log"]["losses"]) == 4
 
 
+@pytest.mark.slow
 def test_cli_finetune_writes_model_and_log(tmp_path, run_cli):
     model, tok = tiny("tiny-llama")
     rep = prune(model, "sparsegpt", sparsity=0.6, nsamples=2, seqlen=64, tokenizer=tok, progress=False)

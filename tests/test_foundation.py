@@ -119,5 +119,5 @@ def test_embedded_model_perplexity_matches_transformers_loss(smollm2):
 def test_readme_tables_are_generated_from_results():
     from studies.readme import render
     text = (ROOT / "README.md").read_text()
-    assert render(text) == text, "README tables are stale: run `python -m d2p_helpers.readme`"
+    assert render(text) == text, "README tables are stale: run `python -m studies.readme`"
     assert "make test" in text

@@ -194,6 +194,7 @@ def test_timm_attention_maps_are_probabilities(samples):
     assert att["mean_kl"] > 0 and all("kl" in r for r in att["per_layer"])
 
 
+@pytest.mark.slow
 def test_embedded_vit_timm_equals_transformers_on_real_images():
     """vit-s14-focus (timm, the default) and vit-s14-focus-hf (transformers Dinov2Model) are the same network:
     same CLS features and attention on real photos and Fashion-MNIST images."""

@@ -39,6 +39,7 @@ def test_tiny_vits_prune_with_every_pattern(name):
         assert float((head.weight == 0).float().mean()) < 0.01     # the classifier head is never pruned
 
 
+@pytest.mark.slow
 def test_cli_vision_record(tmp_path):
     out = tmp_path / "v.json"
     res = subprocess.run([sys.executable, "-m", "d2p_helpers.cli", "prune", "--model", "tiny-dinov2", "--method", "d2prune",
