@@ -56,17 +56,28 @@ def exact(weight: torch.Tensor, pruned_mask: torch.Tensor, hessian: torch.Tensor
     rhs = W @ H                                                   # row i: (H w_i)_j, H symmetric
     # kept columns of each row first (ascending), then pruned ones used as padding
     idx = torch.argsort(pruned_mask.to(torch.int8), dim=1, stable=True)[:, :kmax]
-    valid = torch.arange(kmax, device=W.device)[None, :] < counts[:, None]
-    chunk = max(1, CHUNK_ELEMENTS // (kmax * kmax))
-    for r0 in range(0, W.shape[0], chunk):
-        ix, ok = idx[r0:r0 + chunk], valid[r0:r0 + chunk]
-        A = torch.empty(len(ix), kmax, kmax, dtype=H.dtype, device=H.device)
+    # rows sorted by kept count and batched with their neighbours: a batch pads only to its own largest count
+    # (OBS masks keep very different counts per row, and the cost grows with the cube of the padded size)
+    order = torch.argsort(counts, stable=True)
+    r0 = 0
+    while r0 < len(order):
+        k = int(counts[order[min(len(order), r0 + 1) - 1]])
+        chunk = max(1, CHUNK_ELEMENTS // max(1, k * k))
+        rows = order[r0:r0 + chunk]
+        k = int(counts[rows].max())
+        if k == 0:
+            r0 += len(rows)
+            continue
+        ix = idx[rows, :k]
+        ok = torch.arange(k, device=W.device)[None, :] < counts[rows][:, None]
+        A = torch.empty(len(rows), k, k, dtype=H.dtype, device=H.device)
         for t, cols in enumerate(ix):                                 # H_SS per row, [c, k, k]
             torch.index_select(H.index_select(0, cols), 1, cols, out=A[t])
         if not bool(ok.all()):                                        # padding: identity block, rhs 0
             A.masked_fill_(~(ok[:, :, None] & ok[:, None, :]), 0)
             A.diagonal(dim1=1, dim2=2).masked_fill_(~ok, 1)
-        b = rhs[r0:r0 + chunk].gather(1, ix) * ok
+        b = rhs[rows].gather(1, ix) * ok
         x = _solve_spd(A, b) * ok
-        out[r0:r0 + chunk].scatter_(1, ix, x)                         # padding slots are pruned: x = 0 there
+        out[rows] = out[rows].scatter(1, ix, x)                       # padding slots are pruned: x = 0 there
+        r0 += len(rows)
     return out.masked_fill_(pruned_mask, 0)
