@@ -20,6 +20,11 @@ seed: int = 0                   # image sampling seed
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
+from d2p_helpers.notebooks_run import runtime_note
+
+runtime_note("09_deit_vision")
+
+# %%
 import copy
 import math
 from pathlib import Path
@@ -104,6 +109,31 @@ axes[0].imshow(photo.resize((224, 224))), axes[0].set_title("input"), axes[0].ax
 for ax, (label, mp) in zip(axes[1:], maps.items()):
     ax.imshow(mp.numpy(), cmap="magma"), ax.set_title(f"CLS attention: {label}"), ax.axis("off")
 fig_maps = plots.save(fig, fig_dir / "09_attention_photo.png")
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+from IPython.display import Markdown, display  # noqa: E402
+
+top = max(sparsities)
+closest = max(methods, key=lambda m: results[f"{m}@{top}"]["cls_cosine"])
+display(Markdown(
+    f"At {top:.0%} sparsity the pruned features stay closest to the dense ones with **{closest}** (CLS cosine "
+    f"{results[f'{closest}@{top}']['cls_cosine']:.3f}; "
+    + ", ".join(f"{m} {results[f'{m}@{top}']['cls_cosine']:.3f}" for m in methods if m != closest)
+    + f"). The {metric} of the dense model is {results['dense'][f'{metric}_dense']:.3f}; pruned models score "
+    + ", ".join(f"{k} {r[f'{metric}_pruned']:.3f}" for k, r in results.items() if k != "dense")
+    + f" on {knn_test} test images (binomial standard error about "
+    f"{(0.25 / max(1, knn_test)) ** 0.5:.3f}), so differences smaller than twice that are noise."))
+
+# %% [markdown]
+# **Questions for discussion.** Why can a pruned backbone score *higher* than the dense one on a k-NN probe of
+# an unrelated dataset? Which of the three measures (probe accuracy, CLS cosine, attention KL) would you trust
+# to rank pruning methods, and why?
+#
+# **What to try next.** `model="timm:deit_small_patch16_224"` with `data="imagenet:PATH"` where you have the
+# weights and ImageNet (the paper's Table 7 protocol); freeze q or k instead of v (`frozen`); 2:4 patterns.
 
 # %%
 notebook.finish(out, "09_deit_vision",
