@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .record import versions, write_json
+from .record import set_threads, versions, write_json
 
 _T0 = time.perf_counter()
+# Every notebook imports this module: its kernel gets an explicit thread count (D2P_THREADS, else half the
+# cores). torch's default, every core, ran the OBS column loop of notebook 03 several times slower on a busy
+# 2-core machine.
+THREADS = set_threads()
 _MODELS: dict = {}
 
 
