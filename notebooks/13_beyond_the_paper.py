@@ -125,8 +125,9 @@ else:
 # %%
 figures = []
 if study and Path("../figures/recipes.png").exists():
-    display(Markdown("![recipes](../figures/recipes.png)"))
-    figures.append("../figures/recipes.png")
+    from IPython.display import Image  # noqa: E402
+    display(Image(filename="../figures/recipes.png"))
+    figures.append(str(Path("../figures/recipes.png").resolve()))
 
 # %% [markdown]
 # ## What we learned
