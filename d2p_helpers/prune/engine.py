@@ -25,7 +25,7 @@ from .magnitude import prune_magnitude
 from .sparsegpt import prune_obs
 from .wanda import prune_rows, wanda_score
 
-OBS_SOLVERS = ("sparsegpt", "d2-sparsegpt")   # build the Gram matrix anyway
+GRAM_METHODS = ("sparsegpt", "d2-sparsegpt", "d2prune")   # their OBS update builds the Gram matrix anyway
 D2_METHODS = ("d2-sparsegpt", "d2-wanda", "d2prune")
 
 
@@ -197,8 +197,7 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
 def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_frozen, device) -> None:
     """Statistics on the dense block, every unit pruned, then the pruned block's outputs become the inputs."""
     linears, units, qkv = adapter.linears(block), block_units(adapter, block), adapter.qkv_names(block)
-    gram = set(linears) if cfg.method in ("sparsegpt", "d2-sparsegpt", "d2prune") or cfg.stages \
-        or cfg.track_error else set()
+    gram = set(linears) if cfg.method in GRAM_METHODS or cfg.stages or cfg.track_error else set()
     stats, handles = attach_stats(linears, gram, set(linears) if cfg.method in D2_METHODS else set(), device)
     outputs = run_block(block, inputs, None, device)
     for h in handles:
