@@ -1,6 +1,8 @@
 """Loading models, and the architecture adapter: the only code that knows layer names."""
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import sys
@@ -261,9 +263,19 @@ def _load_timm_folder(path: Path):
     return model, f"saved folder {path} (built from {meta.get('source')}, {meta.get('weights')})"
 
 
-def load_tokenizer(name: str = "smollm2-135m"):
+@functools.lru_cache(maxsize=1)
+def _embedded_tokenizer():
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(smollm2_dir() if name in EMBEDDED_MODELS + TINY_MODELS else name)
+    return AutoTokenizer.from_pretrained(smollm2_dir())
+
+
+def load_tokenizer(name: str = "smollm2-135m"):
+    """A tokenizer of its own for each caller (lm-eval may set its pad token); the embedded one is parsed
+    once per process and copied, which is about three times faster than parsing it again."""
+    if name in EMBEDDED_MODELS + TINY_MODELS:
+        return copy.deepcopy(_embedded_tokenizer())
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(name)
 
 
 def load_model(name: str, dtype: torch.dtype | str = torch.float32, device: str = "cpu", seed: int = 0):
@@ -298,9 +310,8 @@ def load_model(name: str, dtype: torch.dtype | str = torch.float32, device: str 
             torch.manual_seed(seed)
             tok, model = None, _tiny_vision(name).to(dtype)
         elif name in EMBEDDED_MODELS:
-            path = smollm2_dir()
-            tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            tok = load_tokenizer(name)
+            model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=dtype)
         elif name in TINY_MODELS:
             tok = load_tokenizer()
             torch.manual_seed(seed)
