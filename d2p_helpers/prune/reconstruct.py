@@ -59,11 +59,14 @@ def exact(weight: torch.Tensor, pruned_mask: torch.Tensor, hessian: torch.Tensor
     # rows sorted by kept count and batched with their neighbours: a batch pads only to its own largest count
     # (OBS masks keep very different counts per row, and the cost grows with the cube of the padded size)
     order = torch.argsort(counts, stable=True)
+    sorted_counts = counts[order]
     r0 = 0
     while r0 < len(order):
-        k = int(counts[order[min(len(order), r0 + 1) - 1]])
-        chunk = max(1, CHUNK_ELEMENTS // max(1, k * k))
-        rows = order[r0:r0 + chunk]
+        k0 = int(sorted_counts[r0])
+        # a batch holds rows whose counts are within 1/8 of its smallest (or 8 more), within the memory bound
+        r1 = int(torch.searchsorted(sorted_counts, max(k0 + 8, k0 * 9 // 8), right=True))
+        k = int(sorted_counts[r1 - 1])
+        rows = order[r0:min(r1, r0 + max(1, CHUNK_ELEMENTS // max(1, k * k)))]
         k = int(counts[rows].max())
         if k == 0:
             r0 += len(rows)
