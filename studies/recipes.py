@@ -10,8 +10,8 @@ defaults (OWL M = 5, λ = 0.08; 50 refinement cycles); which stages make the pre
 
     python -m studies.recipes [--limit-minutes 60] [--report]
 
-Runs go in the studies' run cache (resumable; planned in priority order: seed 0 at 70%, 2:4, 50%, then the
-other settings, then the extra seeds). Writes results/recipes.{json,md} and figures/recipes.png."""
+Runs go in the studies' run cache (resumable; planned in priority order: the headline configs at 70%, 2:4 and 50% with
+three seeds, then the single stages, then the other settings). Writes results/recipes.{json,md} and figures/recipes.png."""
 from __future__ import annotations
 
 import argparse
@@ -65,13 +65,14 @@ def tier(label: str) -> int:
 
 
 def plan() -> list[tuple[str, str, int]]:
-    """Seed 0 tier by tier across the leading settings (an interrupted study still compares every base with
-    and without the stages at 70%, 2:4 and 50%), then the remaining settings, then extra seeds."""
+    """The headline configs (peers, no-q/k/v, each base with every stage) at 70%, 2:4 and 50%: seed 0, then
+    seeds 1 and 2 (a verdict needs seeds); then the single stages there; then the remaining settings."""
     lead, rest = PRIORITY[:3], PRIORITY[3:]
-    runs = [(label, s, 0) for t in (0, 1, 2) for s in lead for label in configs(s) if tier(label) == t]
+    runs = [(label, s, seed) for seed in (0, 1, 2) for s in lead if seed in SEEDED.get(s, [0])
+            for label in configs(s) if tier(label) == 0]
+    runs += [(label, s, 0) for t in (1, 2) for s in lead for label in configs(s) if tier(label) == t]
     runs += [(label, s, 0) for s in rest for label in configs(s)]
-    return runs + [(label, s, seed) for s in PRIORITY for seed in SEEDED.get(s, [0])[1:] for label in configs(s)
-                   if tier(label) == 0]
+    return runs + [(label, s, seed) for s in rest for seed in SEEDED.get(s, [0])[1:] for label in configs(s)]
 
 
 def run_all(limit_minutes: float | None) -> None:
