@@ -22,8 +22,8 @@ def block_text(name: str) -> str:
 
 def render(readme: str) -> str:
     for name in BLOCKS:
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
-        readme = pattern.sub(lambda m: m.group(1) + block_text(name) + m.group(2), readme)
+        pattern = re.compile(rf"(<!-- {name}:start -->)\n.*?(<!-- {name}:end -->)", re.S)   # empty blocks too
+        readme = pattern.sub(lambda m: f"{m.group(1)}\n{block_text(name)}\n{m.group(2)}", readme)
     return readme
 
 

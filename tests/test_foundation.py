@@ -117,7 +117,10 @@ def test_embedded_model_perplexity_matches_transformers_loss(smollm2):
 
 
 def test_readme_tables_are_generated_from_results():
-    from studies.readme import render
+    from studies.readme import BLOCKS, render
     text = (ROOT / "README.md").read_text()
     assert render(text) == text, "README tables are stale: run `python -m studies.readme`"
     assert "make test" in text
+    for name in BLOCKS:       # every block is present, and an emptied block is filled again
+        assert f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text
+        assert f"_From `{BLOCKS[name]}`" in render(f"<!-- {name}:start -->\n<!-- {name}:end -->")
