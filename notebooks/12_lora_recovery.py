@@ -38,7 +38,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from d2p_helpers import notebook, plots
-from studies.lora import recovery_study
+from studies.lora import RecoveryProtocol, recovery_study
 from studies.runs import saved_results
 
 plots.style()
@@ -65,7 +65,7 @@ saved = saved_results("../results/lora.json", protocol) if use_results else None
 if saved and saved["protocol"] == protocol:
     study, source = saved, "../results/lora.json"
 else:
-    study, source = recovery_study(out / "lora", **protocol), "live run"
+    study, source = recovery_study(out / "lora", RecoveryProtocol.from_dict(protocol)), "live run"
 rows = study["rows"]
 minutes = {k: sum(r.get(f"{k}_seconds", 0.0) for r in rows) / 60 for k in ("prune", "train")}
 print(f"source: {source}; the study's own time: {minutes['train']:.0f} min of LoRA training + "

@@ -7,26 +7,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from d2p_helpers.record import versions, write_json, write_text
 from studies.runs import ROOT
 
-PROTOCOL = {"model": "smollm2-135m", "methods": ["sparsegpt", "wanda", "d2prune"], "settings": ["0.6", "2:4"],
-            "calib": "news", "nsamples": 16, "seqlen": 512, "seed": 0, "steps": 100, "train_seqlen": 128,
-            "lora_r": 8, "lora_alpha": 16, "eval_data": "wiki", "eval_windows": 8,
-            "zeroshot_tasks": ["hellaswag", "piqa", "arc_easy"], "zeroshot_limit": 100}
+@dataclass(frozen=True)
+class RecoveryProtocol:
+    """Everything that decides a recovery row's numbers (the record's protocol; a finished row is reused only
+    under the same one). Field order is the order results/lora.json records them in."""
+    model: str
+    methods: tuple = ("sparsegpt", "wanda", "d2prune")
+    settings: tuple = ("0.6", "2:4")
+    calib: str = "news"
+    nsamples: int = 16
+    seqlen: int = 512
+    seed: int = 0
+    steps: int = 100
+    train_seqlen: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 16
+    eval_data: str = "wiki"
+    eval_windows: int = 8
+    zeroshot_tasks: tuple = ("hellaswag", "piqa", "arc_easy")
+    zeroshot_limit: int = 100
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecoveryProtocol":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def recovery_study(work_dir: str | Path, *, model: str, methods: list[str], settings: list[str],
-                   calib: str = "news", nsamples: int = 16, seqlen: int = 512, seed: int = 0, steps: int = 100,
-                   train_seqlen: int = 128, lora_r: int = 8, lora_alpha: int = 16, eval_data: str = "wiki",
-                   eval_windows: int = 8, zeroshot_tasks: tuple = ("hellaswag", "piqa", "arc_easy"),
-                   zeroshot_limit: int = 100, progress: bool = True) -> dict:
+PROTOCOL = RecoveryProtocol(model="smollm2-135m")
+
+
+def recovery_study(work_dir: str | Path, protocol: RecoveryProtocol, progress: bool = True) -> dict:
     """The paper's Table 4 question on one model: prune with each method, measure, LoRA-tune on the
     calibration text, measure again. Returns {"dense": ..., "rows": [...]} with perplexity, zero-shot
-    mean, the training losses and each q projection's sparsity before and after (they must agree).
-    The keywords are the protocol that studies/lora.py records, so a caller passes its protocol dict."""
+    mean, the training losses and each q projection's sparsity before and after (they must agree)."""
     import copy
     from d2p_helpers import zeroshot
     from d2p_helpers.data import eval_windows as make_windows
@@ -36,45 +57,44 @@ def recovery_study(work_dir: str | Path, *, model: str, methods: list[str], sett
     from d2p_helpers.models import projection
     from d2p_helpers.notebook import dense_model
     from d2p_helpers.prune import prune, setting_kwargs
-    base, tok = dense_model(model)
-    win = make_windows(tok, eval_data, seqlen, eval_windows).ids
+    p = protocol
+    base, tok = dense_model(p.model)
+    win = make_windows(tok, p.eval_data, p.seqlen, p.eval_windows).ids
 
     def measure(m):
-        scores = zeroshot.evaluate(m, tok, list(zeroshot_tasks), zeroshot_limit, progress=False)
+        scores = zeroshot.evaluate(m, tok, list(p.zeroshot_tasks), p.zeroshot_limit, progress=False)
         return {"ppl": perplexity(m, win, progress=False), "zeroshot_mean": scores["zeroshot_mean"]}
 
     work = Path(work_dir)
-    protocol = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
-                "steps": steps, "train_seqlen": train_seqlen, "lora_r": lora_r, "lora_alpha": lora_alpha,
-                "eval_data": eval_data, "eval_windows": eval_windows, "zeroshot_tasks": list(zeroshot_tasks),
-                "zeroshot_limit": zeroshot_limit}
+    # a row does not depend on which other methods and settings the study runs
+    row_protocol = {k: v for k, v in p.as_dict().items() if k not in ("methods", "settings")}
 
     def cached(path: Path, compute):
         """Each measured row is kept beside its checkpoint: a study interrupted (or split across processes
         by settings) reuses every row finished under the same protocol."""
         if path.exists():
             saved = json.loads(path.read_text())
-            if saved["protocol"] == protocol:
+            if saved["protocol"] == row_protocol:
                 return saved["result"]
         result = compute()
-        write_json(path, {"protocol": protocol, "result": result})
+        write_json(path, {"protocol": row_protocol, "result": result})
         return result
 
     def one_row(method: str, setting: str) -> dict:
         m = copy.deepcopy(base)
-        rep = prune(m, method, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok,
+        rep = prune(m, method, calib=p.calib, nsamples=p.nsamples, seqlen=p.seqlen, seed=p.seed, tokenizer=tok,
                     progress=False, **setting_kwargs(setting))
         before, q_before = measure(m), sparsity_of(projection(m, 0, "q").weight)
-        res = finetune(m, tok, work / f"{method}_{setting}", calib, steps, lora_r, lora_alpha,
-                       seqlen=train_seqlen, seed=seed, progress=progress)
+        res = finetune(m, tok, work / f"{method}_{setting}", p.calib, p.steps, p.lora_r, p.lora_alpha,
+                       seqlen=p.train_seqlen, seed=p.seed, progress=progress)
         return {"setting": setting, "method": method, "before": before, "after": measure(res["model"]),
                 "q_sparsity": [q_before, sparsity_of(projection(res["model"], 0, "q").weight)],
                 "prune_seconds": rep.prune_seconds, "train_seconds": res["log"]["train_seconds"],
                 "losses": res["log"]["losses"]}
 
     out = {"dense": cached(work / "dense.json", lambda: measure(base)), "rows": []}
-    for setting in settings:
-        for method in methods:
+    for setting in p.settings:
+        for method in p.methods:
             row = cached(work / f"{method}_{setting}" / "row.json",
                          lambda method=method, setting=setting: one_row(method, setting))
             out["rows"].append(row)
@@ -114,10 +134,10 @@ if __name__ == "__main__":
                     help="only these settings (comma list), e.g. one per process; the results are written "
                          "only by a run over all settings, which reuses the finished rows")
     a = ap.parse_args()
-    p = PROTOCOL
-    study = recovery_study(a.work, **{**p, "settings": a.settings.split(",") if a.settings else p["settings"]})
+    p = replace(PROTOCOL, settings=tuple(a.settings.split(","))) if a.settings else PROTOCOL
+    study = recovery_study(a.work, p)
     if a.settings:
         sys.exit(0)
-    write_json(ROOT / "results" / "lora.json", {"protocol": p, **study, "versions": versions()})
-    write_text(ROOT / "results" / "lora.md", recovery_markdown(study, p))
+    write_json(ROOT / "results" / "lora.json", {"protocol": p.as_dict(), **study, "versions": versions()})
+    write_text(ROOT / "results" / "lora.md", recovery_markdown(study, p.as_dict()))
     print((ROOT / "results" / "lora.md").read_text())

@@ -1,5 +1,6 @@
 """LoRA recovery: sparsity and N:M pattern survive the merge; training resumes from its checkpoint."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -57,19 +58,18 @@ def test_cli_finetune_writes_model_and_log(tmp_path, run_cli):
 @pytest.mark.slow
 def test_recovery_study_reuses_finished_rows_only_under_the_same_protocol(tmp_path, monkeypatch):
     import d2p_helpers.prune as prune_pkg
-    from studies.lora import recovery_study
-    kw = dict(nsamples=2, seqlen=32, steps=2, train_seqlen=16, eval_windows=1, zeroshot_tasks=["piqa"],
-              zeroshot_limit=2, progress=False)
-    first = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"], **kw)
+    from studies.lora import RecoveryProtocol, recovery_study
+    proto = RecoveryProtocol(model="tiny-llama", methods=("wanda",), settings=("0.5",), nsamples=2, seqlen=32,
+                             steps=2, train_seqlen=16, eval_windows=1, zeroshot_tasks=("piqa",), zeroshot_limit=2)
+    first = recovery_study(tmp_path, proto, progress=False)
     row = first["rows"][0]
     assert row["q_sparsity"][0] == row["q_sparsity"][1] and len(row["losses"]) == 2 and row["train_seconds"] > 0
     calls = []
     monkeypatch.setattr(prune_pkg, "prune", lambda *a, **k: calls.append(a))
-    again = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"], **kw)
+    again = recovery_study(tmp_path, proto, progress=False)
     assert again == first and not calls                     # every row came from its row.json
     monkeypatch.undo()
-    other = recovery_study(tmp_path, model="tiny-llama", methods=["wanda"], settings=["0.5"],
-                           **{**kw, "zeroshot_limit": 3})
+    other = recovery_study(tmp_path, replace(proto, zeroshot_limit=3), progress=False)
     assert json.loads((tmp_path / "wanda_0.5" / "row.json").read_text())["protocol"]["zeroshot_limit"] == 3
     assert other["rows"][0]["losses"] == row["losses"]      # the LoRA checkpoint itself is reused
 
