@@ -60,6 +60,7 @@ def test_2_4_layout_check_and_cpu_has_no_kernel():
             speed.to_semi_structured(model)
 
 
+@pytest.mark.slow
 def test_compressed_2_4_round_trip_is_exact_and_smaller(tmp_path):
     from d2p_helpers.compress import load_compressed, pack_2_4, save_compressed, unpack_2_4
     w = torch.randn(16, 64)

@@ -44,6 +44,7 @@ def test_dense_against_itself_is_zero_and_pruned_is_not(tokenizer):
     assert dense.config._attn_implementation == implementation
 
 
+@pytest.mark.slow
 def test_cli_prune_writes_zeroshot_and_attention(tmp_path, run_cli):
     out = tmp_path / "r.json"
     code, _, err = run_cli("prune", "--model", "tiny-opt", "--method", "d2prune", "--sparsity", "0.5", "--nsamples", "4",

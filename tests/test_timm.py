@@ -139,6 +139,7 @@ def test_timm_save_and_reload(tmp_path, samples):
         assert torch.equal(model(pixel_values=x), again(pixel_values=x))
 
 
+@pytest.mark.slow
 def test_cli_prune_and_save_timm(tmp_path):
     from d2p_helpers.cli import main
     out = tmp_path / "rec.json"

@@ -27,7 +27,9 @@ def test_knn_probe_separates_easy_clusters():
     assert vision.knn_top1(ftr, ytr, fte, yte, k=5) > 0.9
 
 
-@pytest.mark.parametrize("name", ["tiny-vit", "tiny-deit", "tiny-dinov2", "tiny-timm-vit", "tiny-timm-deit"])
+# one transformers and one timm family in the fast tier, the other three in the slow one
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-timm-vit"] + [pytest.param(n, marks=pytest.mark.slow)
+                                                                  for n in ("tiny-deit", "tiny-dinov2", "tiny-timm-deit")])
 def test_tiny_vits_prune_with_every_pattern(name):
     model, tok = load_model(name)
     assert tok is None
