@@ -54,7 +54,7 @@ notebooks: setup
 sync-notebooks:
 	cd notebooks && for f in [0-9][0-9]_*.py; do ../$(VENV)/bin/jupytext --quiet --update --set-kernel d2prune --to ipynb "$$f"; done
 
-# Two tiers: the fast one (tiny random models, in-process CLI; about a minute) first, then the slow one
+# Two tiers: the fast one (tiny random models, in-process CLI; about 30 s) first, then the slow one
 # (the embedded model, lm-eval agreement, Ray, notebooks). pytest-randomly shuffles the order every run.
 test: setup lint
 	$(PY) -m pytest -q -m "not slow"
