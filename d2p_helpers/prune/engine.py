@@ -109,9 +109,9 @@ def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: Pru
     row = {"solver": solver, "rel_error": relative_error(old, new, st.gram if st else None),
            "seconds": time.perf_counter() - ts, **info}
     if cfg.refine != "none":
-        from . import refine
-        new = _stage(row, report, "refine", old, new, st, lambda: refine.refine(cfg.refine, old, new, st, cfg.nm,
-                                                                                cfg.refine_iters))
+        from .refine import refine
+        new = _stage(row, report, "refine", old, new, st, lambda: refine(cfg.refine, old, new, st, cfg.nm,
+                                                                         cfg.refine_iters))
     if cfg.reconstruct == "exact" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
         from .reconstruct import exact
         new = _stage(row, report, "reconstruct", old, new, st, lambda: exact(old, new == 0, st.hessian(),
