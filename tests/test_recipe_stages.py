@@ -10,7 +10,7 @@ from d2p_helpers.prune import PruneError, prune
 from d2p_helpers.prune.config import PruneConfig
 from d2p_helpers.prune.magnitude import prune_magnitude
 from d2p_helpers.prune.owl import block_sparsities, outlier_ratio, owl_block_sparsities
-from d2p_helpers.prune.reconstruct import exact
+from d2p_helpers.prune.reconstruct import conjugate_gradient, exact
 from d2p_helpers.prune.refine import refine, row_errors
 from d2p_helpers.prune.ria import prune_ria, ria_permutation, ria_score
 from d2p_helpers.prune.sparsegpt import prune_obs
@@ -200,6 +200,30 @@ def test_exact_with_dead_input_and_singular_block_is_finite():
         assert torch.isfinite(out).all() and (out[mask] == 0).all()
 
 
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_cg_lowers_the_damped_error_step_by_step_and_reaches_exact(nm):
+    W, _, st = _layer(d_out=16, d_in=24, mean=0.5)
+    H = st.hessian()
+    start = prune_rows(W, wanda_score(W, st.nu()), None if nm else 0.5, nm)   # Wanda's mask, no update
+    mask = start == 0
+    Hd = H.double() + 0.01 * torch.mean(torch.diag(H.double())) * torch.eye(24, dtype=torch.float64)
+
+    def damped_error(V):                                        # the objective cg and exact minimise
+        D = (W - V).double()
+        return float(torch.einsum("ij,jk,ik->", D, Hd, D))
+    errors = [damped_error(start)] + [damped_error(conjugate_gradient(W, start, H, 0.01, k)) for k in (1, 2, 4, 8)]
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < errors[0]
+    full = conjugate_gradient(W, start, H, 0.01, 60)
+    assert damped_error(full) == pytest.approx(damped_error(exact(W, mask, H, 0.01)), rel=1e-4)
+    assert (full[mask] == 0).all() and (not nm or is_valid_n_of_m(full, *nm))
+
+
+def test_reconstruct_iters_must_be_positive():
+    with pytest.raises(PruneError, match="reconstruct_iters"):
+        PruneConfig(method="wanda", sparsity=0.5, reconstruct="cg", reconstruct_iters=0).validate()
+
+
 # ---------------------------------------------------------------- RIA
 def test_ria_score_matches_hand_loops():
     g = torch.Generator().manual_seed(2)
@@ -240,7 +264,8 @@ STAGES = [{"method": "wanda", "sparsity": 0.5, "refine": "dsnot"},
           {"method": "sparsegpt", "sparsity": 0.5, "refine": "swap"},
           {"method": "wanda", "sparsity": 0.5, "reconstruct": "exact"},
           {"method": "wanda", "pattern": "2:4", "refine": "swap", "reconstruct": "exact"},
-          {"method": "d2prune", "pattern": "2:4", "refine": "dsnot", "reconstruct": "exact"}]
+          {"method": "d2prune", "pattern": "2:4", "refine": "dsnot", "reconstruct": "exact"},
+          {"method": "sparsegpt", "sparsity": 0.5, "reconstruct": "cg"}]
 
 
 @pytest.mark.parametrize("kw", STAGES, ids=lambda kw: "-".join(str(v) for v in kw.values()))

@@ -33,7 +33,9 @@ def add_prune_args(p) -> None:
                    help="mask refinement after selection: dsnot (Zhang et al. 2024) or Gram-matrix swaps")
     p.add_argument("--refine-iters", type=int, default=50, help="refinement cycles per linear")
     p.add_argument("--reconstruct", default="none", choices=RECONSTRUCT,
-                   help="exact: least-squares kept weights once the mask is final")
+                   help="least-squares kept weights once the mask is final: exact (a Cholesky per row) or cg "
+                        "(preconditioned conjugate gradient from the stage's input, all rows at once)")
+    p.add_argument("--reconstruct-iters", type=int, default=40, help="cg: steps per linear")
     p.add_argument("--reconstruct-frozen", action="store_true",
                    help="d2prune: reconstruct the frozen projection too (default: it stays un-updated)")
     p.add_argument("--ria-a", type=float, default=0.5, help="RIA: exponent of the input norm")
@@ -52,7 +54,8 @@ def options_from_args(args) -> dict:
                 batch_size=args.calib_batch_size, track_error={'auto': None, 'yes': True, 'no': False}[args.track_error],
                 device=args.device, layer_sparsity=args.layer_sparsity, owl_m=args.owl_m,
                 owl_lambda=args.owl_lambda, refine=args.refine, refine_iters=args.refine_iters,
-                reconstruct=args.reconstruct, reconstruct_frozen=args.reconstruct_frozen, ria_a=args.ria_a,
+                reconstruct=args.reconstruct, reconstruct_iters=args.reconstruct_iters,
+                reconstruct_frozen=args.reconstruct_frozen, ria_a=args.ria_a,
                 permute=args.permute)
     PruneConfig(**opts).validate()
     return opts

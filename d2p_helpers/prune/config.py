@@ -19,7 +19,7 @@ OUTLIER_DEFS = ("score", "weight", "weight3")
 D2_NORMS = ("authors", "mean")
 LAYER_SPARSITY = ("uniform", "owl")
 REFINE = ("none", "dsnot", "swap")
-RECONSTRUCT = ("none", "exact")
+RECONSTRUCT = ("none", "exact", "cg")
 
 
 class PruneError(ValueError):
@@ -65,7 +65,8 @@ class PruneConfig:
     owl_lambda: float = 0.08          # OWL: per-block sparsity within target ± lambda
     refine: str = "none"              # none | dsnot | swap: mask refinement after selection
     refine_iters: int = 50            # DSnoT cycles / swap rounds per linear
-    reconstruct: str = "none"         # none | exact: least-squares kept weights once the mask is final
+    reconstruct: str = "none"         # none | exact | cg: least-squares kept weights once the mask is final
+    reconstruct_iters: int = 40       # cg: preconditioned conjugate-gradient steps per linear
     reconstruct_frozen: bool = False  # exact reconstruction of D²Prune's frozen projection too
     ria_a: float = 0.5                # RIA: exponent of the activation norm
     permute: bool = False             # RIA with N:M: channel permutation before selection
@@ -127,6 +128,8 @@ class PruneConfig:
                                  f"{self.sparsity} ± {self.owl_lambda}")
         if self.refine_iters < 0:
             raise PruneError(f"refine_iters must be >= 0, got {self.refine_iters}")
+        if self.reconstruct_iters < 1:
+            raise PruneError(f"reconstruct_iters must be >= 1, got {self.reconstruct_iters}")
         if self.permute and not (self.method == "ria" and self.nm):
             raise PruneError("permute applies to method ria with an N:M pattern")
         if self.ria_a < 0:

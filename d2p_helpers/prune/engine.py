@@ -6,7 +6,7 @@ make the next block's inputs. Only the current block needs to sit on the compute
 
 Optional stages compose with every method (the method keeps its own score and update):
 per-block sparsity (OWL) before the loop, then per linear: mask refinement (DSnoT or
-Gram-matrix swaps) and exact least-squares reconstruction of the kept weights."""
+Gram-matrix swaps) and least-squares reconstruction of the kept weights (exact, or by conjugate gradient)."""
 from __future__ import annotations
 
 import dataclasses
@@ -112,10 +112,11 @@ def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: Pru
         from .refine import refine
         new = _stage(row, report, "refine", old, new, st, lambda: refine(cfg.refine, old, new, st, cfg.nm,
                                                                          cfg.refine_iters))
-    if cfg.reconstruct == "exact" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
-        from .reconstruct import exact
-        new = _stage(row, report, "reconstruct", old, new, st, lambda: exact(old, new == 0, st.hessian(),
-                                                                             cfg.percdamp))
+    if cfg.reconstruct != "none" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
+        from .reconstruct import conjugate_gradient, exact
+        solve = (lambda: exact(old, new == 0, st.hessian(), cfg.percdamp)) if cfg.reconstruct == "exact" else \
+            (lambda: conjugate_gradient(old, new, st.hessian(), cfg.percdamp, cfg.reconstruct_iters))
+        new = _stage(row, report, "reconstruct", old, new, st, solve)
     return new, row
 
 
