@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = {"bench": "results/bench.md", "qkv": "results/qkv_selectors.md", "hparams": "results/hparams.md",
           "zeroshot": "results/zeroshot.md", "vision": "results/vision.md", "timing": "results/timing.md",
-          "lora": "results/lora.md", "bench_paper_n": "results/bench_paper_n.md", "recipes": "results/recipes.md"}
+          "lora": "results/lora.md", "bench_paper_n": "results/bench_paper_n.md", "recipes": "results/recipes.md",
+          "reconstruct": "results/reconstruct.md"}
 
 
 def block_text(name: str) -> str:

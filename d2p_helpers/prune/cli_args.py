@@ -35,7 +35,7 @@ def add_prune_args(p) -> None:
     p.add_argument("--reconstruct", default="none", choices=RECONSTRUCT,
                    help="least-squares kept weights once the mask is final: exact (a Cholesky per row) or cg "
                         "(preconditioned conjugate gradient from the stage's input, all rows at once)")
-    p.add_argument("--reconstruct-iters", type=int, default=40, help="cg: steps per linear")
+    p.add_argument("--reconstruct-iters", type=int, default=20, help="cg: steps per linear")
     p.add_argument("--reconstruct-frozen", action="store_true",
                    help="d2prune: reconstruct the frozen projection too (default: it stays un-updated)")
     p.add_argument("--ria-a", type=float, default=0.5, help="RIA: exponent of the input norm")

@@ -66,7 +66,7 @@ class PruneConfig:
     refine: str = "none"              # none | dsnot | swap: mask refinement after selection
     refine_iters: int = 50            # DSnoT cycles / swap rounds per linear
     reconstruct: str = "none"         # none | exact | cg: least-squares kept weights once the mask is final
-    reconstruct_iters: int = 40       # cg: preconditioned conjugate-gradient steps per linear
+    reconstruct_iters: int = 20       # cg: preconditioned conjugate-gradient steps (results/reconstruct.md)
     reconstruct_frozen: bool = False  # exact reconstruction of D²Prune's frozen projection too
     ria_a: float = 0.5                # RIA: exponent of the activation norm
     permute: bool = False             # RIA with N:M: channel permutation before selection

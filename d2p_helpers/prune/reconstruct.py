@@ -88,13 +88,14 @@ def exact(weight: torch.Tensor, pruned_mask: torch.Tensor, hessian: torch.Tensor
 
 @torch.no_grad()
 def conjugate_gradient(weight: torch.Tensor, start: torch.Tensor, hessian: torch.Tensor, percdamp: float = 0.01,
-                       iters: int = 40) -> torch.Tensor:
+                       iters: int = 20) -> torch.Tensor:
     """The same least-squares problem as `exact`, for the mask `start == 0`, by Jacobi-preconditioned conjugate
     gradient on all rows at once, warm-started from `start` (the weights the stage receives).
 
     Each step costs one [rows, d_in] x [d_in, d_in] product instead of a Cholesky per row, and never raises
-    the (damped) layer error: CG minimises the row's quadratic over a growing Krylov space. On a 576 x 1536
-    layer with correlated inputs at 2:4, 40 steps came within 0.1% of `exact`'s error at a quarter of its time."""
+    the (damped) layer error: CG minimises the row's quadratic over a growing Krylov space. On a real SmolLM2
+    block, 20 steps came within 6e-5 of `exact`'s relative error on every linear, 2.0-7.3x faster
+    (results/reconstruct.md)."""
     W = weight.detach().float()
     H = _damped(hessian, percdamp)
     keep = (start != 0).float()
