@@ -220,3 +220,26 @@ def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], de
     for name, lin in linears.items():
         handles.append(lin.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o)))
     return stats, handles
+
+
+@torch.no_grad()
+def dense_block_stats(model: nn.Module, samples: list[dict], block_index: int, names: list[str] | None = None,
+                      gram: bool = True, d2: bool = False, device="cpu") -> tuple[dict, dict]:
+    """(linears, stats) of one block of the *dense* model: its inputs come from running blocks 0..b-1 unpruned.
+
+    For studying one layer in isolation (notebooks, per-layer checks); the pruner itself feeds each block the
+    outputs of the already pruned blocks before it."""
+    from .models import get_adapter
+    adapter = get_adapter(model)
+    blocks = adapter.blocks(model)
+    inputs = capture_block_inputs(model, blocks, samples, device)
+    for i in range(block_index):
+        inputs.hidden = run_block(blocks[i], inputs)
+    linears = {n: lin for n, lin in adapter.linears(blocks[block_index]).items() if names is None or n in names}
+    stats, handles = attach_stats(linears, set(linears) if gram else set(), set(linears) if d2 else set(), device)
+    try:
+        run_block(blocks[block_index], inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return linears, stats

@@ -36,9 +36,8 @@ import torch
 from IPython.display import Markdown, display
 
 from d2p_helpers import notebook, plots
-from d2p_helpers.calibration import attach_stats, capture_block_inputs, run_block
+from d2p_helpers.calibration import dense_block_stats
 from d2p_helpers.data import calibration_windows
-from d2p_helpers.models import get_adapter
 from d2p_helpers.prune.config import PruneConfig
 from d2p_helpers.prune.engine import relative_error, solve_linear
 
@@ -49,22 +48,13 @@ out = Path(out_dir)
 # ## One real layer and its statistics
 #
 # We capture the inputs of block `block_index` and collect the Gram matrix $G$ of its MLP down-projection
-# (the widest input, $d_\text{in} = 1536$ on SmolLM2) with the package's hooks.
+# (the widest input, $d_\text{in} = 1536$ on SmolLM2) with the package's hooks (`calibration.dense_block_stats`).
 
 # %%
 dense, tok = notebook.dense_model(model)
-adapter = get_adapter(dense)
-blocks = adapter.blocks(dense)
 win = calibration_windows(tok, calib, nsamples, seqlen, seed)
-inputs = capture_block_inputs(dense, blocks, [{"input_ids": w[None]} for w in win.ids], "cpu")
-for i in range(block_index):
-    inputs.hidden = run_block(blocks[i], inputs)
-linears = adapter.linears(blocks[block_index])
+linears, stats = dense_block_stats(dense, [{"input_ids": w[None]} for w in win.ids], block_index)
 name = max(linears, key=lambda n: linears[n].in_features)
-stats, handles = attach_stats({name: linears[name]}, {name}, set(), "cpu")
-run_block(blocks[block_index], inputs)
-for h in handles:
-    h.remove()
 W, st = linears[name].weight.detach().float(), stats[name]
 print(f"block {block_index}, {name}: W {tuple(W.shape)}, {st.inp.tokens} calibration tokens")
 

@@ -22,26 +22,16 @@ PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 64, "seqlen": 
 
 def measure(p: dict) -> list[dict]:
     from d2p_helpers import notebook
-    from d2p_helpers.calibration import attach_stats, capture_block_inputs, run_block
+    from d2p_helpers.calibration import dense_block_stats
     from d2p_helpers.data import calibration_windows
-    from d2p_helpers.models import get_adapter
     from d2p_helpers.prune import setting_kwargs
     from d2p_helpers.prune.config import PruneConfig
     from d2p_helpers.prune.engine import relative_error, solve_linear
     from d2p_helpers.prune.reconstruct import conjugate_gradient, exact
 
     dense, tok = notebook.dense_model(p["model"])
-    adapter = get_adapter(dense)
-    blocks = adapter.blocks(dense)
     win = calibration_windows(tok, p["calib"], p["nsamples"], p["seqlen"], p["seed"])
-    inputs = capture_block_inputs(dense, blocks, [{"input_ids": w[None]} for w in win.ids], "cpu")
-    for i in range(p["block"]):
-        inputs.hidden = run_block(blocks[i], inputs)
-    linears = adapter.linears(blocks[p["block"]])
-    stats, handles = attach_stats(linears, set(linears), set(), "cpu")
-    run_block(blocks[p["block"]], inputs)
-    for h in handles:
-        h.remove()
+    linears, stats = dense_block_stats(dense, [{"input_ids": w[None]} for w in win.ids], p["block"])
 
     def timed(fn):
         t = time.perf_counter()

@@ -190,3 +190,22 @@ def test_obs_update_matches_reference_sparsegpt():
     ref = _reference_sparsegpt(W, st.hessian(), 0.5)
     assert torch.equal(ours == 0, ref == 0)
     assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_dense_block_stats_sees_the_dense_model_inputs_of_that_block():
+    from d2p_helpers.calibration import dense_block_stats
+    model, _ = tiny("tiny-llama")
+    samples = [{"input_ids": ids[None]} for ids in torch.randint(0, 1000, (3, 16), generator=torch.Generator().manual_seed(0))]
+    linears, stats = dense_block_stats(model, samples, 1, names=["self_attn.q_proj"])
+    assert list(linears) == ["self_attn.q_proj"]
+    seen = []
+    hook = linears["self_attn.q_proj"].register_forward_hook(lambda m, i, o: seen.append(i[0].reshape(-1, i[0].shape[-1])))
+    with torch.no_grad():
+        for s in samples:
+            model(**s)
+    hook.remove()
+    X = torch.cat(seen).float()
+    st = stats["self_attn.q_proj"].inp
+    assert st.tokens == X.shape[0] == 48
+    assert torch.allclose(st.sq, X.pow(2).sum(0), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(st.gram, X.T @ X, rtol=1e-4, atol=1e-3)
