@@ -49,3 +49,48 @@ def test_gpu_transfer_parts_join_to_the_same_bytes_and_refuse_corruption(tmp_pat
     (tmp_path / "t" / "part-3").unlink()
     with pytest.raises(SystemExit, match="not here yet: part-3"):
         unpack(tmp_path / "t")
+
+
+def _fake_recipe_table(settings, wiki_of):
+    """A recipe-study table where every config ran at seed 0 with made-up perplexities."""
+    from studies import recipes
+    tab = {}
+    for i, s in enumerate(settings):
+        for j, label in enumerate(recipes.configs(s)):
+            val = 100.0 + 7 * j + i
+            tab.setdefault(s, {})[label] = {"wiki:val": [val], "news:val": [val * 0.5], "wiki": [wiki_of(label)],
+                                            "news:test": [wiki_of(label)], "seeds": [0], "prune_seconds": [10.0],
+                                            "stage_seconds": [{}]}
+    return tab
+
+
+def test_recipe_preset_is_chosen_on_validation_only_and_runs_first_with_its_seeds():
+    from studies import recipes
+    settings = ["0.5", "0.7", "2:4"]
+    # the preset is its composition with the least-squares step by conjugate gradient, nothing else changed
+    for s in settings:
+        method, opts = recipes.configs(s)[recipes.PRESET]
+        basis_method, basis_opts = recipes.configs(s)[recipes.PRESET_BASIS]
+        assert method == basis_method and opts == {**basis_opts, "reconstruct": "cg"}
+        assert ("layer_sparsity" in opts) == (":" not in s)          # no OWL at N:M
+    # make one composition best on validation; the reported texts say the opposite and must not matter
+    target = "sparsegpt+dsnot"
+    a = _fake_recipe_table(settings, wiki_of=lambda label: 1.0 if label != target else 1e6)
+    for s in settings:
+        a[s][target]["wiki:val"], a[s][target]["news:val"] = [1.0], [1.0]
+    b = _fake_recipe_table(settings, wiki_of=lambda label: 1e6 if label != target else 1.0)
+    for s in settings:
+        b[s][target]["wiki:val"], b[s][target]["news:val"] = [1.0], [1.0]
+    pa, pb = recipes.choose_preset(a), recipes.choose_preset(b)
+    assert pa["chosen_on_validation"] == pb["chosen_on_validation"] == target
+    assert pa["flags"][:2] == ["--method", "d2prune"] and "cg" in pa["flags"]
+    assert set(pa["cg_over_exact_validation"]) == set(settings)
+    # plan: no duplicates; the preset's seed 0 comes before any seed-1 run, and every peer gets three seeds
+    plan = recipes.plan()
+    assert len(plan) == len(set(plan))
+    first_seed1 = next(i for i, r in enumerate(plan) if r[2] == 1)
+    assert all(plan.index((recipes.PRESET, s, 0)) < first_seed1 for s in settings)
+    for s in settings:
+        for label in (*recipes.PEERS, recipes.PRESET):
+            assert {seed for lab, st, seed in plan if lab == label and st == s} == {0, 1, 2}
+    assert recipes.verdict([1.0], [2.0]).startswith("one seed") and recipes.verdict([1.0, 1.1], [2.0, 2.1]) == "ahead"
