@@ -164,16 +164,50 @@ def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> di
     return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
 
 
+def claim(spec: RunSpec, cache_dir=None) -> Path | None:
+    """Mark a run as being measured by this process, so that several workers can share one plan; None when a
+    live process holds it already. A claim whose process is gone (a killed worker) is taken over."""
+    path = Path(cache_dir or CACHE).parent / "runs_partial" / f"{spec.key}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text() or 0), 0)
+                return None                          # a live worker has it
+            except (ProcessLookupError, ValueError):
+                path.unlink(missing_ok=True)         # stale: its worker died
+                continue
+            except PermissionError:
+                return None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    return None
+
+
 def run_plan(todo: list[tuple], spec_of, limit_minutes: float | None = None, tag: str = "runs") -> None:
     """Measure every planned run not yet cached, in order, each as a one-thread `d2p` process; stop starting
-    new runs after `limit_minutes` (a study is finished over several sittings)."""
+    new runs after `limit_minutes` (a study is finished over several sittings). Start the same command again
+    beside it and the two share the plan: each run is claimed by one worker."""
     t0 = time.time()
     for i, coords in enumerate(todo, 1):
-        if cached(spec_of(*coords)) is not None:
+        spec = spec_of(*coords)
+        if cached(spec) is not None:
             continue
         if limit_minutes and (time.time() - t0) / 60 > limit_minutes:
             print(f"[{tag}] time limit reached; {sum(cached(spec_of(*c)) is None for c in todo)} runs left")
             return
-        print(f"[{tag}] {i}/{len(todo)} " + " ".join(map(str, coords)), flush=True)
-        run(spec_of(*coords), in_process=False)
-    print(f"[{tag}] all {len(todo)} runs present ({(time.time() - t0) / 60:.1f} min this call)")
+        held = claim(spec)
+        if held is None:
+            continue
+        try:
+            if cached(spec) is None:                 # another worker may have finished it meanwhile
+                print(f"[{tag}] {i}/{len(todo)} " + " ".join(map(str, coords)), flush=True)
+                run(spec, in_process=False)
+        finally:
+            held.unlink(missing_ok=True)
+    left = sum(cached(spec_of(*c)) is None for c in todo)
+    print(f"[{tag}] {len(todo) - left} of {len(todo)} runs present ({(time.time() - t0) / 60:.1f} min this call)"
+          + (f"; {left} held by other workers" if left else ""))

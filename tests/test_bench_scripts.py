@@ -94,3 +94,18 @@ def test_recipe_preset_is_chosen_on_validation_only_and_runs_first_with_its_seed
         for label in (*recipes.PEERS, recipes.PRESET):
             assert {seed for lab, st, seed in plan if lab == label and st == s} == {0, 1, 2}
     assert recipes.verdict([1.0], [2.0]).startswith("one seed") and recipes.verdict([1.0, 1.1], [2.0, 2.1]) == "ahead"
+
+
+def test_plan_workers_claim_each_run_once_and_take_over_a_dead_workers_claim(tmp_path):
+    from studies.runs import RunSpec, claim
+    spec = RunSpec.make("wanda", "0.5", model="tiny-llama", nsamples=2, seqlen=32)
+    cache = tmp_path / "runs"
+    first = claim(spec, cache)
+    assert first is not None and first.read_text() == str(os.getpid())
+    assert claim(spec, cache) is None                       # held by a live process (this one)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    first.write_text(dead.stdout.strip())                   # as if its worker had been killed
+    again = claim(spec, cache)
+    assert again == first and again.read_text() == str(os.getpid())
+    again.unlink()
+    assert claim(spec, cache) is not None
