@@ -20,7 +20,7 @@ import statistics
 
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import versions, write_json, write_text
-from studies.runs import ROOT, RunSpec, cached, run_plan
+from studies.runs import ROOT, RunSpec, cached, run_plan, saved_results
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 64, "seqlen": 128,
             "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 16}
@@ -209,6 +209,17 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
         lines += ["", "The preset's prune time ÷ SparseGPT's (separate runs, same setting and seed; mean over the "
                   "seeds both ran): " + (", ".join(f"{s}: {r:.2f}×" for s, r in preset_cost(tab).items()) or "–") + "."]
     lines += ["", "Each run is a separate one-thread process on a shared 2-core machine: ratios across runs are noisy."]
+    cost = saved_results(ROOT / "results" / "recipes_cost.json", PROTOCOL)
+    if cost:
+        per = cost["seconds"]
+        lines += ["", f"**Measured in one process** (`python -m studies.recipes --cost`: SparseGPT and the preset "
+                  f"interleaved, one thread, seed 0, {cost['protocol']['repeats']} repeat(s)): the preset's prune time "
+                  "÷ SparseGPT's = " + ", ".join(
+                      f"{s}: **{r:.2f}×** ({statistics.mean(x['prune'] for x in per[s][PRESET]):.0f} s vs "
+                      f"{statistics.mean(x['prune'] for x in per[s]['sparsegpt']):.0f} s; stages " + ", ".join(
+                          f"{k} {statistics.mean(x['stages'].get(k, 0) for x in per[s][PRESET]):.0f} s"
+                          for k in per[s][PRESET][0]["stages"]) + ")"
+                      for s, r in cost["preset_over_sparsegpt"].items()) + ". Target: within 2×."]
     return "\n".join(lines) + "\n"
 
 

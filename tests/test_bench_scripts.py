@@ -109,3 +109,15 @@ def test_plan_workers_claim_each_run_once_and_take_over_a_dead_workers_claim(tmp
     assert again == first and again.read_text() == str(os.getpid())
     again.unlink()
     assert claim(spec, cache) is not None
+
+
+def test_readme_preset_command_uses_the_recorded_preset_flags():
+    from studies import recipes
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index("## Beyond the paper"):readme.index("<!-- recipes:start -->")]
+    command = " ".join(block[block.index("d2p prune"):block.index("```", block.index("d2p prune"))].split()).replace("\\ ", "")
+    method, options = recipes.configs("0.7")[recipes.PRESET]
+    from d2p_helpers.prune.cli_args import option_flags
+    flags = ["--method", method, *option_flags(options)]
+    pairs = [" ".join(flags[i:i + 2]) for i in range(0, len(flags), 2)]
+    assert all(p in command for p in pairs), (pairs, command)
