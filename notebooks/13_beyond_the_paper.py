@@ -129,9 +129,15 @@ lines = [f"On one real layer ({name}, block {block_index}, {sparsity:.0%}), the 
          f"for SparseGPT's own update); exact reconstruction lowered Wanda's error from "
          f"{errors['Wanda mask, no update']:.4f} to {errors['Wanda mask + exact']:.4f}."]
 if study and study.get("preset"):
-    pre = study["preset"]
+    pre, tab, mean = study["preset"], study["table"], lambda v: sum(v) / len(v)
     lines.append(f"The study ({study['runs_present']} of {study['runs_planned']} planned runs) chose "
-                 f"`{pre['label']}` on validation: `d2p prune {' '.join(pre['flags'])}`.")
+                 f"`{pre['composition']}` on validation; the preset runs it with CG: `d2p prune {' '.join(pre['flags'])}`.")
+    for s, cells in tab.items():
+        peers = {k: mean(v["wiki"]) for k, v in cells.items() if k in ("magnitude", "wanda", "sparsegpt", "ria", "d2prune")}
+        if pre["label"] in cells and peers:
+            best = min(peers, key=peers.get)
+            lines.append(f"At {s}: preset {mean(cells[pre['label']]['wiki']):.1f} (n={len(cells[pre['label']]['wiki'])}) "
+                         f"vs best peer {best} {peers[best]:.1f} on `wiki`.")
 display(Markdown(" ".join(lines)))
 
 # %% [markdown]
