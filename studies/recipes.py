@@ -236,7 +236,7 @@ def preset_cost(tab: dict) -> dict:
     return out
 
 
-COST_SETTINGS, COST_REPEATS = ("0.7", "2:4"), 2
+COST_SETTINGS, COST_REPEATS = ("0.5", "0.7", "2:4"), 1
 
 
 def cost_study() -> dict:
