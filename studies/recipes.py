@@ -18,6 +18,7 @@ import argparse
 import math
 import statistics
 
+from d2p_helpers.plots import paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import versions, write_json, write_text
 from studies.runs import ROOT, RunSpec, cached, run_plan, saved_results
@@ -178,16 +179,25 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     if preset:
-        lines += ["## The preset against the best peer (wiki test)", "",
-                  "| setting | best peer | peer ppl | preset ppl | verdict |", "|---|---|---|---|---|"]
+        lines += ["## The preset against the best peer", "",
+                  "Best peer: the peer with the lowest mean on that text. Verdict: ahead or behind when the means "
+                  "differ by more than twice the pooled seed standard deviation, else a tie. Paired: the preset ÷ "
+                  "the peer on the same calibration draw, mean ± std over seeds, and whether it differs from 1 "
+                  "beyond seed noise (t-test on the per-seed ratios).", "",
+                  "| setting | text | best peer | peer ppl | preset ppl | preset ÷ peer | verdict | paired ratio |",
+                  "|---|---|---|---|---|---|---|---|"]
         for s in SETTINGS:
             cells = tab.get(s, {})
             peers = {k: v for k, v in cells.items() if k in PEERS}
             if PRESET not in cells or not peers:
                 continue
-            best = min(peers, key=lambda k: statistics.mean(peers[k]["wiki"]))
-            lines.append(f"| {s} | {best} | {_ms(peers[best]['wiki'])} | {_ms(cells[PRESET]['wiki'])} | "
-                         f"{verdict(cells[PRESET]['wiki'], peers[best]['wiki'])} |")
+            for text in REPORTED:
+                best = min(peers, key=lambda k: statistics.mean(peers[k][text]))
+                ours, theirs = cells[PRESET][text], peers[best][text]
+                pr = paired_ratio(dict(zip(cells[PRESET]["seeds"], ours)), dict(zip(peers[best]["seeds"], theirs)))
+                paired = f"{pr['mean']:.3f} ± {pr['std']:.3f}, {pr['verdict']}" if pr and pr["std"] is not None else "–"
+                lines.append(f"| {s} | `{text}` | {best} | {_ms(theirs)} | {_ms(ours)} | "
+                             f"{statistics.mean(ours) / statistics.mean(theirs):.3f} | {verdict(ours, theirs)} | {paired} |")
         lines.append("")
     lines += ["## Cost (seed 0)", "",
               "Within one run: each stage's seconds ÷ the seconds the run spent on everything else (capture, "
