@@ -293,3 +293,14 @@ def test_ria_end_to_end(kw, samples):
     assert all(r["zeros"] == r["shape"][0] * (r["shape"][1] // 2) for r in rep.per_layer)
     if "pattern" in kw and not kw.get("permute"):
         assert all(r["nm_valid"] for r in rep.per_layer)
+
+
+@pytest.mark.parametrize("start", ["wanda", "sparsegpt", "magnitude"])
+def test_dsnot_incremental_cycles_equal_the_general_loop(start):
+    from d2p_helpers.prune.refine import dsnot
+    for mean in (0.0, 1.0, 3.0):
+        W, _, st = _layer(mean=mean)
+        new = _start(start, W, st, None)
+        fast, slow = dsnot(W, new, st, None, 50), dsnot(W, new, st, None, 50, incremental=False)
+        assert torch.equal(fast, slow)
+        assert not torch.equal(fast, new) or start != "magnitude"      # it did refine something
