@@ -92,13 +92,15 @@ def solve_linear(solver: str, weight: torch.Tensor, st, cfg: PruneConfig) -> tup
     raise PruneError(f"unknown solver {solver}")
 
 
-def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | None) -> float | None:
-    """||(W - W') X||^2 / ||W X||^2 over the calibration inputs, from the Gram matrix."""
+def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | None,
+                   den: torch.Tensor | None = None) -> float | None:
+    """||(W - W') X||^2 / ||W X||^2 over the calibration inputs, from the Gram matrix (`den`: the
+    denominator when the caller has it already)."""
     if gram is None:
         return None
     delta = old - new
     num = ((delta @ gram) * delta).sum()
-    den = ((old @ gram) * old).sum()
+    den = ((old @ gram) * old).sum() if den is None else den
     return float(num / den) if den > 0 else None
 
 
@@ -106,26 +108,30 @@ def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: Pru
     """The method's solver, then the optional stages; each stage's error before/after and seconds in the row."""
     ts = time.perf_counter()
     new, info = solve_linear(solver, old, st, cfg)
-    row = {"solver": solver, "rel_error": relative_error(old, new, st.gram if st else None),
+    gram = st.gram if st else None
+    den = ((old @ gram) * old).sum() if gram is not None else None     # shared by every error below
+    row = {"solver": solver, "rel_error": relative_error(old, new, gram, den),
            "seconds": time.perf_counter() - ts, **info}
     if cfg.refine != "none":
         from .refine import refine
-        new = _stage(row, report, "refine", old, new, st, lambda: refine(cfg.refine, old, new, st, cfg.nm,
+        new = _stage(row, report, "refine", old, den, st, lambda: refine(cfg.refine, old, new, st, cfg.nm,
                                                                          cfg.refine_iters))
     if cfg.reconstruct != "none" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
         from .reconstruct import conjugate_gradient, exact
         solve = (lambda: exact(old, new == 0, st.hessian(), cfg.percdamp)) if cfg.reconstruct == "exact" else \
             (lambda: conjugate_gradient(old, new, st.hessian(), cfg.percdamp, cfg.reconstruct_iters))
-        new = _stage(row, report, "reconstruct", old, new, st, solve)
+        new = _stage(row, report, "reconstruct", old, den, st, solve)
     return new, row
 
 
-def _stage(row: dict, report: PruneReport, name: str, old, new, st, run) -> torch.Tensor:
+def _stage(row: dict, report: PruneReport, name: str, old, den, st, run) -> torch.Tensor:
+    """Run one stage; its error before is the error after the step before it (the same expression)."""
+    before = ([v for k, v in row.items() if k.endswith("_error_after")] or [row["rel_error"]])[-1]
     ts = time.perf_counter()
     out = run()
     secs = time.perf_counter() - ts
-    row.update({f"{name}_error_before": relative_error(old, new, st.gram), f"{name}_error_after":
-                relative_error(old, out, st.gram), f"{name}_seconds": secs})
+    row.update({f"{name}_error_before": before, f"{name}_error_after": relative_error(old, out, st.gram, den),
+                f"{name}_seconds": secs})
     report.stage_seconds[name] = report.stage_seconds.get(name, 0.0) + secs
     return out
 
