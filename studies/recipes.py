@@ -276,26 +276,36 @@ def cost_study() -> dict:
 
 
 def figure(tab: dict) -> None:
+    """Each config's perplexity ÷ SparseGPT's on both reported texts; error bars: std of the per-seed ratio."""
     import matplotlib.pyplot as plt
     from d2p_helpers import plots
     plots.style()
     settings = [s for s in SETTINGS if s in tab and "sparsegpt" in tab[s]]
     if not settings:
         return
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, len(REPORTED), figsize=(13, 4.4), sharey=True)
     labels = [label for label in dict.fromkeys(k for s in settings for k in tab[s]) if label != "magnitude"]
     width = 0.8 / max(1, len(labels))
-    for i, label in enumerate(labels):
-        ys = [statistics.mean(tab[s][label]["wiki"]) / statistics.mean(tab[s]["sparsegpt"]["wiki"])
-              if label in tab[s] else float("nan") for s in settings]
-        ax.bar([x + i * width for x in range(len(settings))], ys, width, label=label)
-    ax.axhline(1, color="k", lw=1)
-    ax.set_xticks([x + 0.4 for x in range(len(settings))], settings)
-    ax.set_ylabel("wiki test perplexity ÷ SparseGPT's"), ax.set_yscale("log")
-    ax.set_title("Which ingredient buys what (below 1 = better than SparseGPT)")
-    ax.legend(fontsize=6, ncol=4)
+    for ax, text in zip(axes, REPORTED):
+        for i, label in enumerate(labels):
+            pr = [paired_ratio(dict(zip(tab[s][label]["seeds"], tab[s][label][text])),
+                               dict(zip(tab[s]["sparsegpt"]["seeds"], tab[s]["sparsegpt"][text])))
+                  if label in tab[s] else None for s in settings]
+            ax.bar([x + i * width for x in range(len(settings))], [r["mean"] if r else float("nan") for r in pr],
+                   width, yerr=[(r["std"] or 0) if r else 0 for r in pr], capsize=2, label=label,
+                   hatch="//" if label == PRESET else None)
+        ax.axhline(1, color="k", lw=1)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(settings))], settings)
+        ax.set_ylim(0.5, 2.0)
+        ax.set_title(f"{text}: perplexity ÷ SparseGPT's (below 1 = better)")
+    axes[0].set_ylabel("ratio to SparseGPT, same calibration draw")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, ncol=len(labels), loc="lower center",
+               bbox_to_anchor=(0.5, -0.02))
+    fig.subplots_adjust(bottom=0.2)
     plots.save(fig, ROOT / "figures" / "recipes.png",
-               caption=f"calib news {PROTOCOL['nsamples']}x{PROTOCOL['seqlen']}; seed 0 (mean over seeds where run)")
+               caption=f"calib news {PROTOCOL['nsamples']}x{PROTOCOL['seqlen']}; mean ± std of the per-seed ratio "
+                       "over the seeds run (3 for the peers and the preset at 50%, 70%, 2:4; else 1); bars above "
+                       "2.0 are cut (Wanda and RIA at 70% and 2:4)")
 
 
 def report() -> None:
