@@ -112,28 +112,28 @@ def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: Pru
     den = ((old @ gram) * old).sum() if gram is not None else None     # shared by every error below
     row = {"solver": solver, "rel_error": relative_error(old, new, gram, den),
            "seconds": time.perf_counter() - ts, **info}
+    err = row["rel_error"]
     if cfg.refine != "none":
         from .refine import refine
-        new = _stage(row, report, "refine", old, den, st, lambda: refine(cfg.refine, old, new, st, cfg.nm,
-                                                                         cfg.refine_iters))
+        new, err = _stage(row, report, "refine", old, err, den, st, lambda: refine(cfg.refine, old, new, st,
+                                                                                    cfg.nm, cfg.refine_iters))
     if cfg.reconstruct != "none" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
         from .reconstruct import conjugate_gradient, exact
         solve = (lambda: exact(old, new == 0, st.hessian(), cfg.percdamp)) if cfg.reconstruct == "exact" else \
             (lambda: conjugate_gradient(old, new, st.hessian(), cfg.percdamp, cfg.reconstruct_iters))
-        new = _stage(row, report, "reconstruct", old, den, st, solve)
+        new, err = _stage(row, report, "reconstruct", old, err, den, st, solve)
     return new, row
 
 
-def _stage(row: dict, report: PruneReport, name: str, old, den, st, run) -> torch.Tensor:
-    """Run one stage; its error before is the error after the step before it (the same expression)."""
-    before = ([v for k, v in row.items() if k.endswith("_error_after")] or [row["rel_error"]])[-1]
+def _stage(row: dict, report: PruneReport, name: str, old, before, den, st, run) -> tuple[torch.Tensor, float]:
+    """Run one stage: (its output, its error after). `before` is the error after the step before it."""
     ts = time.perf_counter()
     out = run()
     secs = time.perf_counter() - ts
-    row.update({f"{name}_error_before": before, f"{name}_error_after": relative_error(old, out, st.gram, den),
-                f"{name}_seconds": secs})
+    after = relative_error(old, out, st.gram, den)
+    row.update({f"{name}_error_before": before, f"{name}_error_after": after, f"{name}_seconds": secs})
     report.stage_seconds[name] = report.stage_seconds.get(name, 0.0) + secs
-    return out
+    return out, after
 
 
 def calibration_samples(tokenizer, cfg: PruneConfig):
