@@ -58,10 +58,13 @@ def spec(label: str, setting: str, seed: int) -> RunSpec:
 
 
 def plan() -> list[tuple[str, str, int]]:
-    """Seed 0 of every cell first, then the extra seeds: an interrupted run still fills the whole table."""
+    """Seed 0 of every seeded setting first, then their extra seeds (the cells a verdict needs), then seed 0
+    of the other settings: an interrupted sweep has its verdicts before its extra columns."""
+    seeded = [s for s in RUN_ORDER if s in SEEDED]
     runs = [("dense", "0", 0)]
-    runs += [(m, s, 0) for s in RUN_ORDER for m in METHODS]
-    runs += [(m, s, seed) for s in RUN_ORDER for seed in SEEDED.get(s, [0])[1:] for m in METHODS if m != "magnitude"]
+    runs += [(m, s, 0) for s in seeded for m in METHODS]
+    runs += [(m, s, seed) for s in seeded for seed in SEEDED[s][1:] for m in METHODS if m != "magnitude"]
+    runs += [(m, s, 0) for s in RUN_ORDER if s not in SEEDED for m in METHODS]
     return runs
 
 
