@@ -6,6 +6,7 @@ import sys
 import time
 
 from .assets import AssetError
+from .checks import InputError
 from .data import DataError
 from .zeroshot import TaskError
 from .models import ModelError
@@ -88,6 +89,11 @@ def _finetune(args) -> int:
     from .record import versions
     if args.steps < 1 or args.lora_r < 1:
         raise UsageError("--steps and --lora-r must be >= 1")
+    from . import checks
+    checks.model_source(args.model)
+    checks.text(args.data, "training", args.seqlen + 1)
+    for spec in args.eval:
+        checks.text(spec, "evaluation", 512)
     model, tok = load_model(args.model)
     before = perplexities(model, tok, args.eval, 512, args.eval_windows, progress=False)[0] if args.eval else {}
     res = finetune(model, tok, args.out, args.data, args.steps, args.lora_r, args.lora_alpha, targets=tuple(args.targets),
@@ -120,6 +126,26 @@ def _check_common(args):
         raise UsageError(f"--seqlen must be >= 2, got {args.seqlen}")
     if args.eval_windows is not None and args.eval_windows < 1:
         raise UsageError(f"--eval-windows must be >= 1, got {args.eval_windows}")
+    _check_inputs(args)
+
+
+IMAGE_DATA = ("fashion-mnist", "imagenet:")
+
+
+def _check_inputs(args) -> None:
+    """Everything that can be checked before a model or text is loaded (d2p_helpers.checks)."""
+    from . import checks
+    if args.out:
+        checks.output_file(args.out, "--out")
+    if getattr(args, "save", None):
+        checks.output_folder(args.save, "--save")
+    checks.device(args.device)
+    checks.model_source(args.model)
+    for spec in args.eval:
+        if not spec.startswith(IMAGE_DATA):
+            checks.text(spec, "evaluation", args.seqlen)
+    if args.command == "prune" and not args.calib.startswith(IMAGE_DATA):
+        checks.text(args.calib, "calibration", args.seqlen + 1)
 
 
 def run(args) -> dict:
@@ -138,6 +164,10 @@ def run(args) -> dict:
     from .models import is_vision
     if is_vision(model):
         return _run_vision(args, model, record, t0)
+    if tok is not None:      # every evaluation text's windows before any pruning: a bad text fails first
+        from .data import eval_windows
+        for spec in args.eval:
+            eval_windows(tok, spec, args.seqlen, args.eval_windows)
     reference = None
     if args.attention:
         if args.reference:
@@ -234,13 +264,13 @@ def main(argv=None) -> int:
     if args.command == "finetune":
         try:
             return _finetune(args)
-        except (UsageError, ModelError, DataError, AssetError, ValueError) as exc:
+        except (UsageError, InputError, ModelError, DataError, AssetError, ValueError) as exc:
             print(f"d2p: error: {exc}", file=sys.stderr)
             return 2
     try:
         _check_common(args)
         record = run(args)
-    except (UsageError, ModelError, DataError, AssetError, PruneError, TaskError) as exc:
+    except (UsageError, InputError, ModelError, DataError, AssetError, PruneError, TaskError) as exc:
         print(f"d2p: error: {exc}", file=sys.stderr)
         return 2
     from .record import write_json

@@ -73,7 +73,11 @@ def load_text(spec: str, default_split: str = "test") -> str:
         path = Path(name)
         if not path.is_file():
             raise DataError(f"text file not found: {name}")
-        return path.read_text(encoding="utf-8")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"text file {name} is not UTF-8 (byte {exc.start}); convert it first, "
+                            "e.g. `iconv -f latin1 -t UTF-8`") from None
     if name in HUB_TEXTS:
         return _hub_text(name, split)
     try:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -36,18 +37,85 @@ def kernel_environment():
             os.environ["MPLBACKEND"] = saved
 
 
+def _ipc_kernel_manager(folder: str):
+    """A kernel manager on local sockets in `folder`: no network port, and no kernel warning about
+    unencrypted TCP on the caller's stderr."""
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw):
+            super().__init__(**{**kw, "transport": "ipc", "ip": os.path.join(folder, "kernel")})
+    return IPCKernelManager
+
+
+class NotebookInputError(ValueError):
+    """The caller's mistake (unknown notebook, unknown or ill-typed parameter), found before a kernel starts."""
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised: one line naming the notebook, the cell and the error, and where the full traceback is."""
+
+
+def notebook_names() -> list[str]:
+    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
+
+
+def notebook_path(name: str) -> Path:
+    path = NOTEBOOKS / f"{Path(name).stem}.ipynb"
+    if not path.is_file():
+        raise NotebookInputError(f"unknown notebook '{name}': expected one of {', '.join(notebook_names())}")
+    return path
+
+
+# papermill's inferred type of a parameter's default -> the Python types a value may have
+_ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
+            "dict": (dict,)}
+
+
+def check_parameters(name: str, parameters: dict) -> dict:
+    """The overrides checked against the notebook's `parameters` cell (names and types) before any kernel."""
+    import papermill as pm
+    declared = pm.inspect_notebook(str(notebook_path(name)))
+    out = {}
+    for key, value in parameters.items():
+        if key not in declared:
+            raise NotebookInputError(f"{name} has no parameter '{key}'; its parameters: {', '.join(declared)}")
+        kind = declared[key]["inferred_type_name"]
+        ok = _ACCEPTS.get(kind)
+        if ok is not None and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
+            raise NotebookInputError(f"{name}: parameter '{key}' expects {kind} (default "
+                                     f"{declared[key]['default']}), got {type(value).__name__} {value!r}")
+        out[key] = value
+    return out
+
+
 def execute(name: str, out_dir: str | Path, parameters: dict | None = None, kernel: str = "python3",
             timeout: int | None = None) -> dict:
-    """Execute notebooks/<name>.ipynb into out_dir; return the JSON record the notebook wrote."""
+    """Execute notebooks/<name>.ipynb into out_dir; return the JSON record the notebook wrote.
+
+    Raises NotebookInputError before any kernel starts, NotebookFailed when a cell raises."""
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    params = {"out_dir": str(Path(out_dir).resolve()), **check_parameters(name, parameters or {})}
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotebookInputError(f"--out {out_dir} is a file; expected a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"out_dir": str(out_dir), **(parameters or {})}
+    record_path, executed = out_dir / f"{name}.json", out_dir / f"{name}.ipynb"
+    record_path.unlink(missing_ok=True)      # a record left by an earlier run must not pass for this one
     t0 = time.perf_counter()
-    with kernel_environment():
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"), parameters=params,
-                            kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False, execution_timeout=timeout)
-    record = json.loads((out_dir / f"{name}.json").read_text())
+    try:
+        with kernel_environment(), tempfile.TemporaryDirectory(prefix="d2p-kernel-") as sockets:
+            pm.execute_notebook(str(notebook_path(name)), str(executed), parameters=params, kernel_name=kernel,
+                                cwd=str(NOTEBOOKS), progress_bar=False, execution_timeout=timeout,
+                                kernel_manager_class=_ipc_kernel_manager(sockets))
+    except PapermillExecutionError as exc:
+        evalue = (exc.evalue or "").strip().splitlines()[0][:300] if (exc.evalue or "").strip() else ""
+        raise NotebookFailed(f"{name}: cell {exc.exec_count} failed: {exc.ename}: {evalue} "
+                             f"(full traceback in {executed})") from None
+    if not record_path.exists():
+        raise NotebookFailed(f"{name}: ran to the end but wrote no record {record_path.name} ({executed})")
+    record = json.loads(record_path.read_text())
     record["executed_seconds"] = time.perf_counter() - t0
     return record
 
@@ -96,8 +164,22 @@ def _value(text: str):
         return text
 
 
+def _as_declared(name: str, params: dict) -> dict:
+    """A command-line value stays the text it was typed as where the notebook expects a string (`-p calib 42`)."""
+    import papermill as pm
+    declared = pm.inspect_notebook(str(notebook_path(name)))
+    return {k: json.dumps(v) if declared.get(k, {}).get("inferred_type_name") == "str" and not isinstance(v, str)
+            else v for k, v in params.items()}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):      # one line, exit 2, no usage dump
+        print(f"notebooks_run: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Run notebooks with papermill")
+    ap = _Parser(description="Run notebooks with papermill")
     ap.add_argument("names", nargs="*", help="notebook names (default: all, in order)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "notebooks"))
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="parameter override")
@@ -106,10 +188,23 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.record_runtimes and a.p:
         ap.error("--record-runtimes measures the default parameters; drop the -p overrides")
-    names = a.names or sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    params = {k: _value(v) for k, v in a.p}
+    names = a.names or notebook_names()
+    try:
+        params = {k: _value(v) for k, v in a.p}
+        for name in names:                  # every notebook and parameter checked before the first kernel
+            check_parameters(name, _as_declared(name, params))
+    except NotebookInputError as exc:
+        print(f"notebooks_run: error: {exc}", file=sys.stderr)
+        return 2
     for name in names:
-        rec = execute(name, a.out, params)
+        try:
+            rec = execute(name, a.out, _as_declared(name, params))
+        except NotebookInputError as exc:
+            print(f"notebooks_run: error: {exc}", file=sys.stderr)
+            return 2
+        except NotebookFailed as exc:
+            print(f"notebooks_run: error: {exc}", file=sys.stderr)
+            return 1
         if a.record_runtimes:
             record_runtime(name, rec["executed_seconds"])
         scalars = {k: v for k, v in rec["metrics"].items() if isinstance(v, (int, float, str)) and len(str(v)) < 60}

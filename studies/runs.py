@@ -20,7 +20,9 @@ from d2p_helpers.notebook import dense_model
 from d2p_helpers.record import peak_rss_mb, versions, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "results" / "runs"     # git-ignored; `python -m studies.runs --import-legacy` seeds it
+# git-ignored; `python -m studies.bench --import-records results/bench.json` seeds it from a results file.
+# D2P_RUN_CACHE moves it (the tests run whole plans in a temporary folder).
+CACHE = Path(os.environ.get("D2P_RUN_CACHE") or ROOT / "results" / "runs")
 
 
 def canonical_options(options: dict) -> dict:
@@ -136,12 +138,24 @@ def _measure_in_process(spec: RunSpec, progress: bool) -> dict:
 def _measure_as_process(spec: RunSpec) -> dict:
     out = CACHE.parent / "runs_partial" / f"{spec.key}.{os.getpid()}.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run(spec.command(out), capture_output=True, text=True, cwd=ROOT, env=env)
+    res = subprocess.run(spec.command(out), capture_output=True, text=True, cwd=ROOT, env=env,
+                         preexec_fn=_die_with_parent)
     if res.returncode != 0:
         raise RuntimeError(f"run failed ({spec.method} {spec.setting} seed {spec.seed}): {res.stderr[-1500:]}")
     rec = json.loads(out.read_text())
     out.unlink()
     return rec
+
+
+def _die_with_parent() -> None:
+    """In the child: a worker killed with SIGKILL takes its `d2p` run with it (Linux), leaving no orphan
+    measuring a run nobody will store."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def prune_and_eval(spec: dict, cache_dir=None, attention_windows: int = 0, progress: bool = False,
@@ -177,7 +191,10 @@ def claim(spec: RunSpec, cache_dir=None) -> Path | None:
                 os.kill(int(path.read_text() or 0), 0)
                 return None                          # a live worker has it
             except (ProcessLookupError, ValueError):
-                path.unlink(missing_ok=True)         # stale: its worker died
+                path.unlink(missing_ok=True)         # stale: its worker died; so do its partial outputs
+                for partial in path.parent.glob(f"*{spec.key}.*"):
+                    if partial.suffix != ".claim":
+                        partial.unlink(missing_ok=True)
                 continue
             except PermissionError:
                 return None

@@ -1,12 +1,14 @@
 """What a pruning run is asked to do: the config, every choice it accepts, and its validation.
 
-A leaf module (it imports nothing else of the package but `masks`): the engine, the solvers, the
+A leaf module (it imports nothing else of the package but `masks` and `checks`): the engine, the solvers, the
 selectors and the CLI all read their choices from here, and `PruneConfig.validate` is the one place
 that says what a valid request is."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import checks
+from ..checks import InputError
 from ..masks import parse_pattern
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune", "ria")
@@ -22,7 +24,7 @@ REFINE = ("none", "dsnot", "swap")
 RECONSTRUCT = ("none", "exact", "cg")
 
 
-class PruneError(ValueError):
+class PruneError(InputError):
     """Invalid pruning request; raised before any work is done."""
 
 
@@ -109,6 +111,12 @@ class PruneConfig:
             raise PruneError(f"percdamp must be in (0, 1), got {self.percdamp}")
         if self.batch_size < 1:
             raise PruneError(f"batch_size must be >= 1, got {self.batch_size}")
+        try:
+            checks.device(self.device)
+            if self.calib.endswith(".txt"):
+                checks.text(self.calib, "calibration", self.seqlen + 1)
+        except InputError as exc:
+            raise PruneError(str(exc)) from None
         choice("d2_norm", self.d2_norm, D2_NORMS)
         choice("outlier_def", self.outlier_def, OUTLIER_DEFS)
         if self.frozen is not None:
