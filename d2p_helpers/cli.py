@@ -32,7 +32,10 @@ def _add_eval_args(p):
                    help="smollm2-135m, vit-s14-focus, tiny-*, a HF folder, a .gguf, a hub id, or timm:NAME "
                         "(pretrained weights from the local cache; timm:NAME?file=WEIGHTS, timm:NAME?pretrained=0)")
     p.add_argument("--eval", type=_csv, default=[], help="texts for perplexity, comma separated (wiki, news:val, file.txt)")
-    p.add_argument("--seqlen", type=int, default=1024, help="tokens per window")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help="tokens per window, for evaluation and (prune) calibration alike")
+    p.add_argument("--eval-seqlen", type=int, default=None,
+                   help="tokens per evaluation window (default: --seqlen, else 1024)")
     p.add_argument("--eval-windows", type=int, default=None, help="cap on evaluation windows (quick runs)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -122,8 +125,12 @@ def _check_common(args):
         raise UsageError("--compress 2:4 needs --save DIR and --pattern 2:4")
     if args.attention and args.command == "eval" and not args.reference:
         raise UsageError("--attention with `d2p eval` needs --reference DENSE_MODEL")
-    if args.seqlen < 2:
-        raise UsageError(f"--seqlen must be >= 2, got {args.seqlen}")
+    for flag in ("seqlen", "eval_seqlen", "cfg_seqlen"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 2:
+            raise UsageError(f"--{flag.replace('cfg_', 'calib_').replace('_', '-')} must be >= 2, "
+                             f"got {getattr(args, flag)}")
+    from .prune.cli_args import EVAL_SEQLEN
+    args.eval_seqlen = args.eval_seqlen or args.seqlen or EVAL_SEQLEN
     if args.eval_windows is not None and args.eval_windows < 1:
         raise UsageError(f"--eval-windows must be >= 1, got {args.eval_windows}")
     _check_inputs(args)
@@ -143,9 +150,12 @@ def _check_inputs(args) -> None:
     checks.model_source(args.model)
     for spec in args.eval:
         if not spec.startswith(IMAGE_DATA):
-            checks.text(spec, "evaluation", args.seqlen)
-    if args.command == "prune" and not args.calib.startswith(IMAGE_DATA):
-        checks.text(args.calib, "calibration", args.seqlen + 1)
+            checks.text(spec, "evaluation", args.eval_seqlen)
+    if args.command == "prune":
+        from .prune.config import PruneConfig
+        calib = args.cfg_calib or PruneConfig.calib
+        if not calib.startswith(IMAGE_DATA):
+            checks.text(calib, "calibration", (args.cfg_seqlen or args.seqlen or PruneConfig.seqlen) + 1)
 
 
 def run(args) -> dict:
@@ -167,7 +177,7 @@ def run(args) -> dict:
     if tok is not None:      # every evaluation text's windows before any pruning: a bad text fails first
         from .data import eval_windows
         for spec in args.eval:
-            eval_windows(tok, spec, args.seqlen, args.eval_windows)
+            eval_windows(tok, spec, args.eval_seqlen, args.eval_windows)
     reference = None
     if args.attention:
         if args.reference:
@@ -190,10 +200,10 @@ def run(args) -> dict:
     if args.offload and args.device != "cpu":
         from accelerate import cpu_offload
         cpu_offload(model, execution_device=torch.device(args.device))   # evaluation streams weights per module
-    ppl, sources = perplexities(model, tok, args.eval, args.seqlen, args.eval_windows, args.batch_size,
+    ppl, sources = perplexities(model, tok, args.eval, args.eval_seqlen, args.eval_windows, args.batch_size,
                                 progress=not args.no_progress, device=args.device)
     record["ppl"] = ppl
-    record["protocol"] = {"seqlen": args.seqlen, "eval_windows": args.eval_windows, "seed": args.seed,
+    record["protocol"] = {"seqlen": args.eval_seqlen, "eval_windows": args.eval_windows, "seed": args.seed,
                           "dtype": args.dtype, "device": args.device, "eval": sources,
                           "ppl_definition": "exp(mean next-token NLL over non-overlapping windows of the joined test text)"}
     if args.zeroshot:
@@ -204,7 +214,7 @@ def run(args) -> dict:
     if reference is not None:
         from .attention import compare_attention
         from .data import eval_windows
-        win = eval_windows(tok, args.eval[0], args.seqlen, args.attention_windows)
+        win = eval_windows(tok, args.eval[0], args.eval_seqlen, args.attention_windows)
         record["attention"] = compare_attention(model, reference, win.ids, progress=not args.no_progress)
         record["attention"]["reference"] = args.reference or f"{args.model} before pruning"
     record["versions"] = versions()
@@ -220,26 +230,28 @@ def _run_vision(args, model, record, t0) -> dict:
     import copy
     from . import vision
     from .record import peak_rss_mb, versions
-    image_specs = [getattr(args, "calib", "fashion-mnist")] + args.eval
+    from .prune.config import PruneConfig
+    calib = (args.cfg_calib or PruneConfig.calib) if args.command == "prune" else None
+    image_specs = ([calib] if calib else []) + args.eval
     bad = [s for s in image_specs if s != "fashion-mnist" and not s.startswith("imagenet:")]
     if bad or not args.eval:
         raise UsageError(f"vision models need image data: --calib/--eval fashion-mnist or imagenet:PATH (got {', '.join(bad) or 'no --eval'})")
     from .models import is_timm
     if getattr(args, "compress", None):
         raise UsageError("--compress is for language models; save vision models with --save alone")
-    if is_timm(model) and getattr(args, "frozen", None) in ("auto:kl", "auto:outlier"):
+    if is_timm(model) and getattr(args, "cfg_frozen", None) in ("auto:kl", "auto:outlier"):
         # the selectors address q/k/v as modules; timm's are row groups of attn.qkv (they would score nothing)
-        raise UsageError(f"--frozen {args.frozen} does not handle timm's fused qkv yet; use q, k, v, none or all")
+        raise UsageError(f"--frozen {args.cfg_frozen} does not handle timm's fused qkv yet; use q, k, v, none or all")
     dense = copy.deepcopy(model)
     if args.command == "prune":
         from .prune import prune
         from .prune.cli_args import options_from_args
         opts = options_from_args(args)
-        samples = vision.calibration_samples(args.calib, args.nsamples, args.seed, model)
+        samples = vision.calibration_samples(calib, opts.get("nsamples", PruneConfig.nsamples), args.seed, model)
         report = prune(model, samples=samples, progress=not args.no_progress,
                        **opts)
         record.update(report.to_record())
-        record["calibration"] = {"source": args.calib, "images": len(samples),
+        record["calibration"] = {"source": calib, "images": len(samples),
                                  "size": vision.input_spec(model)["size"]}
         if args.save:
             if is_timm(model):

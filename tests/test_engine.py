@@ -82,7 +82,7 @@ def test_every_method_end_to_end(name, method):
     model, tok = tiny(name)
     embed = model.get_input_embeddings().weight.clone()
     head = model.get_output_embeddings().weight.clone()
-    rep = prune(model, method, sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, progress=False, track_error=True)
+    rep = prune(model, method, sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, progress=False, track_error="yes")
     assert rep.achieved_sparsity == pytest.approx(0.5, abs=0.01)
     assert all(abs(r["sparsity"] - 0.5) <= 1 / r["shape"][1] + 1e-9 or r["solver"] in ("sparsegpt", "d2-sparsegpt", "magnitude")
                for r in rep.per_layer)

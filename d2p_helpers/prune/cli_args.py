@@ -1,62 +1,55 @@
-"""`d2p prune` options, and their translation into `prune()` keyword arguments."""
+"""`d2p prune` flags generated from PruneConfig's fields, and back: each default is written once (config.py)."""
 from __future__ import annotations
+
+from dataclasses import MISSING, fields
+
+from .config import PruneConfig
+
+EVAL_SEQLEN = 1024    # `d2p eval`/`prune` evaluation windows when neither --eval-seqlen nor --seqlen is given
+
+
+def _flag(f) -> str:
+    return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+
+
+def cli_fields():
+    """The PruneConfig fields that are `d2p prune` flags of their own."""
+    return [f for f in fields(PruneConfig) if f.metadata.get("cli", True)]
 
 
 def add_prune_args(p) -> None:
-    from .config import LAYER_SPARSITY, METHODS, RECONSTRUCT, REFINE
-    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    from .methods import METHODS_BY_NAME
+    p.add_argument("--method", required=True, metavar="METHOD",
+                   help="; ".join(f"{m.name}: {m.summary}" for m in METHODS_BY_NAME.values()))
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--sparsity", type=float, help="unstructured fraction pruned, in [0, 1)")
-    g.add_argument("--pattern", help="N:M, N zeros in every M consecutive inputs (2:4, 4:8)")
-    p.add_argument("--calib", default="news", help="calibration text (news, wiki, c4, file.txt)")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--r1", type=float, default=1.0, help="lambda1, weight of the y|W|x term")
-    p.add_argument("--r2", type=float, default=0.0, help="lambda2 magnitude, applied with a minus sign")
-    p.add_argument("--s", type=float, default=1500.0, help="activation scale s (paper: 1500)")
-    p.add_argument("--auto-s", action="store_true", help="s = seqlen (paper Appendix B.4)")
-    p.add_argument("--frozen", default=None,
-                   help="d2prune: q|k|v|none|all|auto:ppl|auto:kl|auto:outlier (default k for OPT, v otherwise)")
-    p.add_argument("--d2-norm", default="authors", choices=["authors", "mean"],
-                   help="authors: k/N-weighted sums / s (released code); mean: N- and L-independent")
-    p.add_argument("--rho", type=float, default=1.0, help="auto:kl weight of the attention KL")
-    p.add_argument("--outlier-def", default="score", help="auto:outlier definition: score|weight|weight3")
-    p.add_argument("--blocksize", type=int, default=128)
-    p.add_argument("--percdamp", type=float, default=0.01)
-    p.add_argument("--calib-batch-size", type=int, default=1)
-    p.add_argument("--track-error", default="auto", choices=["auto", "yes", "no"],
-                   help="per-linear reconstruction error; auto: where the Gram matrix is built anyway (OBS solvers)")
-    p.add_argument("--layer-sparsity", default="uniform", choices=LAYER_SPARSITY,
-                   help="owl: per-block sparsity from outlier ratios (Yin et al. 2024); unstructured only")
-    p.add_argument("--owl-m", type=float, default=5.0, help="OWL: outlier = Wanda score > M x layer mean")
-    p.add_argument("--owl-lambda", type=float, default=0.08, help="OWL: block sparsity within target ± lambda")
-    p.add_argument("--refine", default="none", choices=REFINE,
-                   help="mask refinement after selection: dsnot (Zhang et al. 2024) or Gram-matrix swaps")
-    p.add_argument("--refine-iters", type=int, default=50, help="refinement cycles per linear")
-    p.add_argument("--reconstruct", default="none", choices=RECONSTRUCT,
-                   help="least-squares kept weights once the mask is final: exact (a Cholesky per row) or cg "
-                        "(preconditioned conjugate gradient from the stage's input, all rows at once)")
-    p.add_argument("--reconstruct-iters", type=int, default=20, help="cg: steps per linear")
-    p.add_argument("--reconstruct-frozen", action="store_true",
-                   help="d2prune: reconstruct the frozen projection too (default: it stays un-updated)")
-    p.add_argument("--ria-a", type=float, default=0.5, help="RIA: exponent of the input norm")
-    p.add_argument("--permute", action="store_true", help="RIA with N:M: channel permutation first")
+    g.add_argument("--sparsity", type=float, help=PruneConfig.__dataclass_fields__["sparsity"].metadata["help"])
+    g.add_argument("--pattern", help=PruneConfig.__dataclass_fields__["pattern"].metadata["help"])
+    for f in cli_fields():
+        help_ = f.metadata["help"] + (f" (default {f.default})" if f.default not in (None, False) else "")
+        if f.type in ("bool", bool):
+            p.add_argument(_flag(f), dest=f"cfg_{f.name}", action="store_true", help=help_)
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        p.add_argument(_flag(f), dest=f"cfg_{f.name}", type=kind, default=None, choices=f.metadata.get("choices"),
+                       help=help_)
+    p.add_argument("--auto-s", action="store_true", help="s = the calibration seqlen (paper Appendix B.4)")
     p.add_argument("--save", help="write the pruned model as a HF folder")
     p.add_argument("--compress", choices=["2:4"], help="with --save: packed 2:4 format (d2p_helpers.compress.load_compressed)")
 
 
 def options_from_args(args) -> dict:
-    """Validated keyword arguments for `prune()`; raises PruneError before any work."""
-    from .config import PruneConfig
-    opts = dict(method=args.method, sparsity=args.sparsity, pattern=args.pattern, calib=args.calib,
-                nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed, r1=args.r1, r2=args.r2,
-                s=float(args.seqlen) if args.auto_s else args.s, frozen=args.frozen, d2_norm=args.d2_norm,
-                rho=args.rho, outlier_def=args.outlier_def, blocksize=args.blocksize, percdamp=args.percdamp,
-                batch_size=args.calib_batch_size, track_error={'auto': None, 'yes': True, 'no': False}[args.track_error],
-                device=args.device, layer_sparsity=args.layer_sparsity, owl_m=args.owl_m,
-                owl_lambda=args.owl_lambda, refine=args.refine, refine_iters=args.refine_iters,
-                reconstruct=args.reconstruct, reconstruct_iters=args.reconstruct_iters,
-                reconstruct_frozen=args.reconstruct_frozen, ria_a=args.ria_a,
-                permute=args.permute)
+    """Validated keyword arguments for `prune()` (only what the command line set; the rest are PruneConfig's
+    defaults); raises PruneError before any work."""
+    opts = {"method": args.method, "sparsity": args.sparsity, "pattern": args.pattern, "seed": args.seed,
+            "device": args.device}
+    for f in cli_fields():
+        value = getattr(args, f"cfg_{f.name}")
+        if value is not None and value is not False:
+            opts[f.name] = value
+    if "seqlen" not in opts and args.seqlen is not None:      # --seqlen sets both lengths
+        opts["seqlen"] = args.seqlen
+    if args.auto_s:
+        opts["s"] = float(opts.get("seqlen", PruneConfig.seqlen))
     PruneConfig(**opts).validate()
     return opts
 
@@ -68,15 +61,19 @@ def setting_flags(setting: str) -> list[str]:
 
 
 def option_flags(options: dict) -> list[str]:
-    """PruneConfig options (non-default ones) as `d2p prune` flags: the exact command a record can be rerun with."""
-    renamed = {"batch_size": "calib-batch-size"}
+    """PruneConfig options as `d2p prune` flags: the exact command a record can be rerun with."""
+    by_name = {f.name: f for f in fields(PruneConfig)}
     flags = []
     for name, value in sorted(options.items()):
-        flag = "--" + renamed.get(name, name.replace("_", "-"))
-        if name == "track_error":
-            flags += [flag, {None: "auto", True: "yes", False: "no"}[value]]
-        elif isinstance(value, bool):
-            flags += [flag] if value else []
+        f = by_name[name]
+        if not f.metadata.get("cli", True):
+            raise ValueError(f"option {name} is not a `d2p prune` flag of its own")
+        if isinstance(value, bool):
+            flags += [_flag(f)] if value else []
         else:
-            flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            flags += [_flag(f), f"{value:g}" if isinstance(value, float) else str(value)]
     return flags
+
+
+def config_defaults() -> dict:
+    return {f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}

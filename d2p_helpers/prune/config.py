@@ -5,16 +5,12 @@ selectors and the CLI all read their choices from here, and `PruneConfig.validat
 that says what a valid request is."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import checks
 from ..checks import InputError
 from ..masks import parse_pattern
 
-METHODS = ("magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "d2prune", "ria")
-# The solver of one linear is named after the method that uses it everywhere: d2prune prunes its frozen
-# projection(s) with the d2-wanda solver (no update) and every other linear with the d2-sparsegpt solver.
-SOLVERS = ("magnitude", "wanda", "sparsegpt", "d2-sparsegpt", "d2-wanda", "ria")
 FROZEN_CHOICES = ("q", "k", "v", "none", "all")
 SELECTORS = ("auto:ppl", "auto:kl", "auto:outlier")
 OUTLIER_DEFS = ("score", "weight", "weight3")
@@ -22,6 +18,7 @@ D2_NORMS = ("authors", "mean")
 LAYER_SPARSITY = ("uniform", "owl")
 REFINE = ("none", "dsnot", "swap")
 RECONSTRUCT = ("none", "exact", "cg")
+TRACK_ERROR = ("auto", "yes", "no")
 
 
 class PruneError(InputError):
@@ -41,37 +38,54 @@ class D2Terms:
         return bool(self.r1 or self.r2)
 
 
+def opt(default, help: str, choices=None, flag: str | None = None, cli: bool = True):
+    """A PruneConfig field: its default, its help and choices, and its `d2p prune` flag, written once.
+    cli=False: the flag is shared with `d2p eval` (seed, device) or spelled otherwise (sparsity, pattern)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "cli": cli})
+
+
 @dataclass
 class PruneConfig:
-    method: str
-    sparsity: float | None = None
-    pattern: str | None = None
-    calib: str = "news"
-    nsamples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
-    r1: float = 1.0
-    r2: float = 0.0
-    s: float = 1500.0
-    frozen: str | None = None          # q|k|v|none|all|auto:ppl|auto:kl|auto:outlier; None = model default
-    d2_norm: str = "authors"
-    rho: float = 1.0
-    outlier_def: str = "score"
-    blocksize: int = 128
-    percdamp: float = 0.01
-    batch_size: int = 1
-    track_error: bool | None = None   # None: only where the Gram matrix is built anyway
-    device: str | None = None
-    layer_sparsity: str = "uniform"   # uniform | owl (Yin et al. 2024)
-    owl_m: float = 5.0                # OWL: outlier = score > M x the layer mean
-    owl_lambda: float = 0.08          # OWL: per-block sparsity within target ± lambda
-    refine: str = "none"              # none | dsnot | swap: mask refinement after selection
-    refine_iters: int = 50            # DSnoT cycles / swap rounds per linear
-    reconstruct: str = "none"         # none | exact | cg: least-squares kept weights once the mask is final
-    reconstruct_iters: int = 20       # cg: preconditioned conjugate-gradient steps (results/reconstruct.md)
-    reconstruct_frozen: bool = False  # exact reconstruction of D²Prune's frozen projection too
-    ria_a: float = 0.5                # RIA: exponent of the activation norm
-    permute: bool = False             # RIA with N:M: channel permutation before selection
+    """Everything a pruning run is asked; `d2p prune`'s flags, `option_flags` and the studies' specs are
+    generated from these fields (d2p_helpers.prune.cli_args), so each default is written here only."""
+    method: str = opt("d2prune", "pruning method (d2p_helpers.prune.methods)", cli=False)
+    sparsity: float | None = opt(None, "unstructured fraction pruned, in [0, 1)", cli=False)
+    pattern: str | None = opt(None, "N:M, N zeros in every M consecutive inputs (2:4, 4:8)", cli=False)
+    calib: str = opt("news", "calibration text (news, wiki, c4, file.txt)")
+    nsamples: int = opt(128, "calibration windows (paper: 128)")
+    seqlen: int = opt(2048, "tokens per calibration window (paper: 2048); --seqlen sets it and --eval-seqlen",
+                      flag="calib-seqlen")
+    seed: int = opt(0, "calibration sampling seed", cli=False)
+    r1: float = opt(1.0, "lambda1, weight of the y|W|x term")
+    r2: float = opt(0.0, "lambda2 magnitude, applied with a minus sign")
+    s: float = opt(1500.0, "activation scale s (paper: 1500; --auto-s: the calibration seqlen)")
+    frozen: str | None = opt(None, "d2prune: q|k|v|none|all|auto:ppl|auto:kl|auto:outlier "
+                                   "(default: the model's, k for OPT, v otherwise)")
+    d2_norm: str = opt("authors", "authors: k/N-weighted sums / s (released code); mean: N- and L-independent",
+                       choices=D2_NORMS)
+    rho: float = opt(1.0, "auto:kl weight of the attention KL")
+    outlier_def: str = opt("score", "auto:outlier definition", choices=OUTLIER_DEFS)
+    blocksize: int = opt(128, "OBS: columns per lazy-update block")
+    percdamp: float = opt(0.01, "OBS: damping, fraction of the mean Hessian diagonal")
+    batch_size: int = opt(1, "calibration windows per forward pass", flag="calib-batch-size")
+    track_error: str = opt("auto", "per-linear reconstruction error; auto: where the Gram matrix is built "
+                                   "anyway (OBS solvers and stages)", choices=TRACK_ERROR)
+    device: str | None = opt(None, "compute device for the block being pruned", cli=False)
+    layer_sparsity: str = opt("uniform", "owl: per-block sparsity from outlier ratios (Yin et al. 2024); "
+                                         "unstructured only", choices=LAYER_SPARSITY)
+    owl_m: float = opt(5.0, "OWL: outlier = Wanda score > M x the layer mean")
+    owl_lambda: float = opt(0.08, "OWL: per-block sparsity within target ± lambda")
+    refine: str = opt("none", "mask refinement after selection: dsnot (Zhang et al. 2024) or Gram-matrix swaps",
+                      choices=REFINE)
+    refine_iters: int = opt(50, "DSnoT cycles / swap rounds per linear")
+    reconstruct: str = opt("none", "least-squares kept weights once the mask is final: exact (a Cholesky per "
+                                   "row) or cg (preconditioned conjugate gradient, all rows at once)",
+                           choices=RECONSTRUCT)
+    reconstruct_iters: int = opt(20, "cg: steps per linear (results/reconstruct.md)")
+    reconstruct_frozen: bool = opt(False, "d2prune: reconstruct the frozen projection too (default: it stays "
+                                          "un-updated)")
+    ria_a: float = opt(0.5, "RIA: exponent of the input norm")
+    permute: bool = opt(False, "RIA with N:M: channel permutation before selection")
 
     @property
     def nm(self):
@@ -91,6 +105,7 @@ class PruneConfig:
             if value not in options:
                 raise PruneError(f"{name} must be one of {', '.join(options)}, got '{value}'")
 
+        from .methods import METHODS, METHODS_BY_NAME    # the registry (it imports the solvers)
         if self.method not in METHODS:
             raise PruneError(f"unknown method '{self.method}': expected one of {', '.join(METHODS)}")
         if (self.sparsity is None) == (self.pattern is None):
@@ -118,6 +133,7 @@ class PruneConfig:
         except InputError as exc:
             raise PruneError(str(exc)) from None
         choice("d2_norm", self.d2_norm, D2_NORMS)
+        choice("track_error", self.track_error, TRACK_ERROR)
         choice("outlier_def", self.outlier_def, OUTLIER_DEFS)
         if self.frozen is not None:
             choice("frozen", self.frozen, FROZEN_CHOICES + SELECTORS)
@@ -142,6 +158,7 @@ class PruneConfig:
             raise PruneError("permute applies to method ria with an N:M pattern")
         if self.ria_a < 0:
             raise PruneError(f"ria_a must be >= 0, got {self.ria_a}")
-        if self.method == "magnitude" and (self.refine != "none" or self.reconstruct != "none"
-                                           or self.layer_sparsity != "uniform"):
-            raise PruneError("magnitude uses no calibration data; refine, reconstruct and owl need it")
+        if not METHODS_BY_NAME[self.method].uses_data and self.stages:
+            raise PruneError(f"{self.method} uses no calibration data; refine, reconstruct and owl need it")
+        if self.reconstruct_frozen and (not METHODS_BY_NAME[self.method].frozen_solver or self.reconstruct == "none"):
+            raise PruneError("reconstruct_frozen applies to method d2prune with reconstruct exact or cg")

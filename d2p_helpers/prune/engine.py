@@ -19,14 +19,11 @@ from tqdm.auto import tqdm
 from ..calibration import attach_stats, capture_block_inputs, run_block
 from ..masks import is_valid_n_of_m, sparsity_of
 from ..models import get_adapter
-from .config import METHODS, PruneConfig, PruneError  # noqa: F401  (re-exported)
-from .d2prune import frozen_roles, prune_d2_sparsegpt, prune_d2_wanda
+from .config import PruneConfig, PruneError  # noqa: F401  (re-exported)
+from .d2prune import frozen_roles
 from .magnitude import prune_magnitude
-from .sparsegpt import prune_obs
-from .wanda import prune_rows, wanda_score
+from .methods import METHODS, METHODS_BY_NAME, solve_linear, solver_plan, unit_plan  # noqa: F401  (re-exported)
 
-GRAM_METHODS = ("sparsegpt", "d2-sparsegpt", "d2prune")   # their OBS update builds the Gram matrix anyway
-D2_METHODS = ("d2-sparsegpt", "d2-wanda", "d2prune")
 
 
 @dataclass
@@ -63,35 +60,6 @@ class PruneReport:
                 "block_sparsity": self.block_sparsity, "per_layer": self.per_layer, "notes": self.notes}
 
 
-def solver_plan(method: str, names: list[str], qkv: dict[str, str], frozen: set[str]) -> dict[str, str]:
-    """Which solver prunes each linear (or row group) of a block: the method's own, except that d2prune
-    prunes its frozen projection(s) with d2-wanda (no update) and everything else with d2-sparsegpt."""
-    if method != "d2prune":
-        return {n: method for n in names}
-    frozen_names = {qkv[r] for r in frozen}
-    return {n: "d2-wanda" if n in frozen_names else "d2-sparsegpt" for n in names}
-
-
-def solve_linear(solver: str, weight: torch.Tensor, st, cfg: PruneConfig) -> tuple[torch.Tensor, dict]:
-    """New fp32 weight for one linear, by the solver named after its method."""
-    W = weight.detach().float()
-    sp, nm = cfg.sparsity, cfg.nm
-    if solver == "magnitude":
-        return prune_magnitude(W, sp, nm), {}
-    if solver == "wanda":
-        return prune_rows(W, wanda_score(W, st.nu()), sp, nm), {}
-    if solver == "ria":
-        from .ria import prune_ria
-        return prune_ria(W, st.nu(), sp, nm, a=cfg.ria_a, permute=cfg.permute), {}
-    if solver == "sparsegpt":
-        return prune_obs(W, st.hessian(), sp, nm, cfg.blocksize, cfg.percdamp)
-    if solver == "d2-sparsegpt":
-        return prune_d2_sparsegpt(W, st, sp, nm, cfg.d2, cfg.blocksize, cfg.percdamp)
-    if solver == "d2-wanda":
-        return prune_d2_wanda(W, st, sp, nm, cfg.d2), {}
-    raise PruneError(f"unknown solver {solver}")
-
-
 def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | None,
                    den: torch.Tensor | None = None) -> float | None:
     """||(W - W') X||^2 / ||W X||^2 over the calibration inputs, from the Gram matrix (`den`: the
@@ -104,20 +72,25 @@ def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | No
     return float(num / den) if den > 0 else None
 
 
-def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: PruneReport) -> tuple[torch.Tensor, dict]:
-    """The method's solver, then the optional stages; each stage's error before/after and seconds in the row."""
+def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: PruneReport,
+               frozen: bool = False) -> tuple[torch.Tensor, dict]:
+    """The unit's solver, then the optional stages; each stage's error before/after and seconds in the row.
+    `frozen`: D²Prune's frozen projection, which stays un-updated (no reconstruction unless asked)."""
     ts = time.perf_counter()
     new, info = solve_linear(solver, old, st, cfg)
     gram = st.gram if st else None
     den = ((old @ gram) * old).sum() if gram is not None else None     # shared by every error below
-    row = {"solver": solver, "rel_error": relative_error(old, new, gram, den),
+    track = cfg.track_error != "no" or cfg.stages     # "no": no error rows unless a stage needs them
+    row = {"solver": solver, "frozen": frozen, "rel_error": relative_error(old, new, gram, den) if track else None,
            "seconds": time.perf_counter() - ts, **info}
     err = row["rel_error"]
     if cfg.refine != "none":
         from .refine import refine
         new, err = _stage(row, report, "refine", old, err, den, st, lambda: refine(cfg.refine, old, new, st,
                                                                                     cfg.nm, cfg.refine_iters))
-    if cfg.reconstruct != "none" and (solver != "d2-wanda" or cfg.reconstruct_frozen):
+    if cfg.reconstruct != "none" and frozen and not cfg.reconstruct_frozen:
+        row["reconstruct_skipped"] = "frozen projection, kept un-updated (reconstruct_frozen includes it)"
+    elif cfg.reconstruct != "none":
         from .reconstruct import conjugate_gradient, exact
         solve = (lambda: exact(old, new == 0, st.hessian(), cfg.percdamp)) if cfg.reconstruct == "exact" else \
             (lambda: conjugate_gradient(old, new, st.hessian(), cfg.percdamp, cfg.reconstruct_iters))
@@ -174,7 +147,7 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
     adapter, t_start = get_adapter(model), time.perf_counter()
     blocks, report = adapter.blocks(model), PruneReport(config=asdict(cfg))
     home = next(model.parameters()).device
-    if cfg.method == "magnitude" and not cfg.track_error:
+    if not METHODS_BY_NAME[cfg.method].uses_data and cfg.track_error != "yes":
         return _prune_without_data(model, cfg, adapter, blocks, report, t_start)
     if samples is None:
         samples, calib_info = calibration_samples(tokenizer, cfg)
@@ -204,8 +177,9 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
 def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_frozen, device) -> None:
     """Statistics on the dense block, every unit pruned, then the pruned block's outputs become the inputs."""
     linears, units, qkv = adapter.linears(block), block_units(adapter, block), adapter.qkv_names(block)
-    gram = set(linears) if cfg.method in GRAM_METHODS or cfg.stages or cfg.track_error else set()
-    stats, handles = attach_stats(linears, gram, set(linears) if cfg.method in D2_METHODS else set(), device)
+    method = METHODS_BY_NAME[cfg.method]
+    gram = set(linears) if method.needs_gram or cfg.stages or cfg.track_error == "yes" else set()
+    stats, handles = attach_stats(linears, gram, set(linears) if method.needs_d2_stats else set(), device)
     outputs = run_block(block, inputs, None, device)
     for h in handles:
         h.remove()
@@ -217,12 +191,13 @@ def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_froze
         report.selector_seconds += time.perf_counter() - ts
     if cfg.method == "d2prune":
         report.frozen_per_layer.append("".join(r for r in "qkv" if r in frozen) or "none")
-    plan = solver_plan(cfg.method, list(units), qkv, frozen)
+    plan = unit_plan(cfg.method, list(units), qkv, frozen)
     new_weights = {}
     for unit, (name, rows) in units.items():
         old = linears[name].weight.detach().float()
         old = old if rows is None else old[rows]
-        new, row = prune_unit(plan[unit], old, stats[name].rows(rows), cfg, report)
+        solver, is_frozen = plan[unit]
+        new, row = prune_unit(solver, old, stats[name].rows(rows), cfg, report, frozen=is_frozen)
         new_weights.setdefault(name, []).append((rows, new))
         report.per_layer.append(_row(index, unit, old, new, cfg, row))
     for name, parts in new_weights.items():

@@ -16,7 +16,8 @@ from ..attention import attention_kl, capture_attention_modules, causal_mask, ea
 from ..calibration import _move
 from .config import OUTLIER_DEFS, SELECTORS, PruneError
 from .d2prune import d2_wanda_score
-from .engine import run_pruning, solve_linear
+from .engine import run_pruning
+from .methods import solve_linear
 
 KL_SAMPLES = 8   # calibration windows used to score each candidate in auto:kl
 
