@@ -90,10 +90,13 @@ def run_block(block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = 
 class InputAcc:
     """Statistics of a linear's input; linears fed the same tensor (q/k/v, gate/up) share one."""
 
-    def __init__(self, d_in: int, device, gram: bool, d2: bool):
+    def __init__(self, d_in: int, device, gram: bool, d2: bool, dense: bool = False):
         self.n = 0                     # samples seen
         self.tokens = 0
         self.gram = torch.zeros(d_in, d_in, device=device) if gram else None   # sum_k X_k X_k^T
+        # beside the dense model's inputs X~ at the same linear: sum_k X~_k X_k^T and sum_k X~_k X~_k^T
+        self.cross = torch.zeros(d_in, d_in, device=device) if dense else None
+        self.dense_gram = torch.zeros(d_in, d_in, device=device) if dense else None
         self.sq = torch.zeros(d_in, device=device)          # sum_k ||x_j^(k)||^2
         self.x_sum_tok = torch.zeros(d_in, device=device)   # sum over all tokens of x_j (DSnoT's mean)
         self.d2 = d2
@@ -102,13 +105,18 @@ class InputAcc:
             self.x_sqrt2k = torch.zeros(d_in, device=device)  # sum_k sqrt(2k) ||x_j^(k)|| (update path: SparseGPT's sqrt(2/k) input)
             self.x_sum = torch.zeros(d_in, device=device)     # sum_k ||x_j^(k)||          (normalised variant)
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, x_dense: torch.Tensor | None = None) -> None:
+        if self.cross is not None and x_dense is None:
+            raise RuntimeError("dense-target statistics need the dense model's inputs for every batch")
         for b in range(x.shape[0]):
             self.n += 1
             k, xb = self.n, x[b]
             self.tokens += xb.shape[0]
             if self.gram is not None:
                 self.gram.addmm_(xb.t(), xb)
+            if self.cross is not None:
+                self.cross.addmm_(x_dense[b].t(), xb)
+                self.dense_gram.addmm_(x_dense[b].t(), x_dense[b])
             xn2 = xb.pow(2).sum(0)
             self.sq += xn2
             self.x_sum_tok += xb.sum(0)
@@ -122,8 +130,9 @@ class InputAcc:
 class LinearStats:
     """Running statistics of one linear: its (possibly shared) input part and its output norms."""
 
-    def __init__(self, d_in: int, d_out: int, device, gram: bool, d2: bool, inp: InputAcc | None = None):
-        self.inp = inp or InputAcc(d_in, device, gram, d2)
+    def __init__(self, d_in: int, d_out: int, device, gram: bool, d2: bool, inp: InputAcc | None = None,
+                 dense: bool = False):
+        self.inp = inp or InputAcc(d_in, device, gram, d2, dense)
         self.d2 = d2
         self.owns_input = inp is None
         self.m = 0
@@ -148,11 +157,13 @@ class LinearStats:
     def gram(self):
         return self.inp.gram
 
-    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, y: torch.Tensor, x_dense: torch.Tensor | None = None) -> None:
         x = x.detach().float()
         x = x[None] if x.dim() == 2 else x.reshape(-1, x.shape[-2], x.shape[-1])   # [samples, tokens, d_in]
+        if x_dense is not None:
+            x_dense = x_dense.detach().float().reshape(x.shape)
         if self.owns_input:
-            self.inp.add(x)
+            self.inp.add(x, x_dense)
         if self.d2:
             y = y.detach().float().reshape(x.shape[0], x.shape[1], -1)
             for b in range(x.shape[0]):
@@ -165,6 +176,14 @@ class LinearStats:
     def hessian(self) -> torch.Tensor:
         """H = (2/N) sum_k X_k X_k^T, SparseGPT's normalisation."""
         return self.inp.gram * (2.0 / self.n)
+
+    def cross_hessian(self) -> torch.Tensor | None:
+        """C = (2/N) sum_k X~_k X_k^T, the dense-target right side's matrix (None: no dense stream)."""
+        return None if self.inp.cross is None else self.inp.cross * (2.0 / self.n)
+
+    def dense_hessian(self) -> torch.Tensor | None:
+        """(2/N) sum_k X~_k X~_k^T: the dense model's inputs' Gram, for the dense-target error."""
+        return None if self.inp.dense_gram is None else self.inp.dense_gram * (2.0 / self.n)
 
     def nu(self) -> torch.Tensor:
         """nu_j = (1/N) sum_k ||x_j^(k)||^2, Wanda's statistic."""
@@ -197,12 +216,16 @@ class LinearStats:
         raise ValueError(f"d2_norm must be 'authors' or 'mean', got '{norm}'")
 
 
-def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], device) -> tuple[dict, list]:
+def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], device,
+                 dense_inputs: dict | None = None) -> tuple[dict, list]:
     """A LinearStats per linear and the hook handles that feed them.
 
     Linears that receive the very same input tensor share their input statistics: the
-    first call records which input each linear sees, later calls skip the duplicates."""
+    first call records which input each linear sees, later calls skip the duplicates.
+    `dense_inputs`: name -> the dense model's input at that linear for the current batch (filled by
+    `capture_linear_inputs` on a dense copy of the block just before), for dense-target statistics."""
     stats, handles, first_inputs = {}, [], []   # (input tensor, owner) seen on the first call
+    dense = dense_inputs is not None
 
     def hook(name, lin, inp, out):
         x = inp[0]
@@ -212,14 +235,21 @@ def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], de
             shared = stats[owner].inp if owner is not None and (name in gram) == (owner in gram) \
                 and (name in d2) == (owner in d2) else None
             stats[name] = LinearStats(lin.in_features, lin.out_features, device, gram=name in gram, d2=name in d2,
-                                      inp=shared)
+                                      inp=shared, dense=dense)
             if shared is None:
                 first_inputs.append((x, name))
-        stats[name].add(x, out)
+        stats[name].add(x, out, dense_inputs[name] if dense else None)
 
     for name, lin in linears.items():
         handles.append(lin.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o)))
     return stats, handles
+
+
+def capture_linear_inputs(linears: dict[str, nn.Linear], store: dict) -> list:
+    """Hooks that keep each linear's latest input in `store[name]` (one batch at a time, never the whole set)."""
+    def hook(name, _m, inp, _out):
+        store[name] = inp[0].detach()
+    return [lin.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o)) for name, lin in linears.items()]
 
 
 @torch.no_grad()

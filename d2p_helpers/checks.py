@@ -105,8 +105,19 @@ def text_file(path: str | os.PathLike, role: str) -> int:
 
 
 def text(spec: str, role: str, min_tokens: int) -> None:
-    """A text name or file that can give at least `min_tokens` tokens (`role`: calibration, evaluation)."""
-    from .data import DataError, HUB_TEXTS, parse_name
+    """A text name or file that can give at least `min_tokens` tokens (`role`: calibration, evaluation);
+    calibration also takes `self` (the model writes it) and mixtures such as `news+self`."""
+    from .data import SELF, DataError, HUB_TEXTS, calib_parts, parse_name
+    if role == "calibration":
+        try:
+            parts = calib_parts(spec)
+        except DataError as exc:
+            raise InputError(str(exc)) from None
+        if len(parts) > 1 or parts == [SELF]:
+            for part in parts:
+                if part != SELF:
+                    text(part, role, min_tokens)
+            return
     try:
         name, split = parse_name(spec, "calib" if role == "calibration" else "test")
     except DataError as exc:

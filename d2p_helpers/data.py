@@ -144,3 +144,72 @@ def calibration_windows(tokenizer, spec: str, nsamples: int, seqlen: int, seed: 
     if ids.numel() <= seqlen:
         raise DataError(f"calibration text '{spec}' has {ids.numel()} tokens, need more than seqlen={seqlen}")
     return TokenWindows(random_windows(ids, nsamples, seqlen, seed), spec, int(ids.numel()))
+
+
+# ---------------------------------------------------------------- self-generated and mixed calibration text
+SELF = "self"
+SELF_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "prompt": "the BOS token alone",
+                 "batch": 8}
+
+
+def calib_parts(spec: str) -> list[str]:
+    """`news+self` -> ['news', 'self']: a calibration mixture, drawn uniformly by windows."""
+    parts = [p for p in spec.split("+")]
+    if any(not p for p in parts):
+        raise DataError(f"calibration mixture '{spec}' has an empty part; expected e.g. news+self or news+wiki:calib")
+    for p in parts:
+        if p.startswith(SELF) and p != SELF:
+            raise DataError(f"'{p}': self-generated text takes no options yet; use 'self' (one generated "
+                            "sequence per window)")
+        if p != SELF:
+            parse_name(p, "calib")
+    return parts
+
+
+@torch.no_grad()
+def generated_windows(model, tokenizer, n: int, seqlen: int, seed: int) -> TokenWindows:
+    """Self-calibration (Williams, Chrysostomou & Aletras, NAACL 2025): `n` windows the dense model writes itself,
+    each `seqlen` tokens sampled after the BOS token alone (SmolLM2-Instruct's BOS is `<|im_start|>`, so an
+    instruct model starts a chat turn of its own choosing); EOS is held back until `seqlen` tokens are out.
+    Sampling settings are SELF_SAMPLING, seeded: the same seed gives the same text on the same machine."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    out = []
+    for start in range(0, n, SELF_SAMPLING["batch"]):
+        k = min(SELF_SAMPLING["batch"], n - start)
+        prompt = torch.full((k, 1), bos, dtype=torch.long, device=device)
+        ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=seqlen,
+                             min_new_tokens=seqlen, do_sample=True, temperature=SELF_SAMPLING["temperature"],
+                             top_p=SELF_SAMPLING["top_p"], top_k=0, use_cache=True,
+                             pad_token_id=tokenizer.eos_token_id)
+        out.append(ids[:, 1:1 + seqlen].cpu())
+    ids = torch.cat(out)
+    return TokenWindows(ids, SELF, int(ids.numel()))
+
+
+def mixed_calibration(tokenizer, spec: str, nsamples: int, seqlen: int, seed: int, model=None) -> TokenWindows:
+    """Calibration windows from one text or a mixture (`news+self`): part i gives nsamples // k windows (the
+    first nsamples % k parts one more), interleaved round-robin so every part spans the whole run."""
+    parts = calib_parts(spec)
+    counts = [nsamples // len(parts) + (i < nsamples % len(parts)) for i in range(len(parts))]
+    drawn = []
+    for i, (part, count) in enumerate(zip(parts, counts)):
+        if count == 0:
+            continue
+        if part == SELF:
+            if model is None:
+                raise DataError("self-generated calibration needs the model (prune() passes it)")
+            drawn.append(generated_windows(model, tokenizer, count, seqlen, seed + 1000 * i))
+        else:
+            drawn.append(calibration_windows(tokenizer, part, count, seqlen, seed + 1000 * i))
+    if len(drawn) == 1 and len(parts) == 1:
+        return drawn[0]
+    order = [w for j in range(max(counts)) for w in (d.ids[j] for d in drawn if j < d.ids.shape[0])]
+    ids = torch.stack(order)
+    return TokenWindows(ids, spec, sum(d.total_tokens for d in drawn))
+
+
+def windows_fingerprint(ids: torch.Tensor) -> str:
+    """sha1 of the calibration token ids: two records with one hash calibrated on the very same windows."""
+    return hashlib.sha1(ids.to(torch.int64).numpy().tobytes()).hexdigest()[:16]

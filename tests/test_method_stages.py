@@ -9,8 +9,11 @@ from d2p_helpers.prune import PruneError, prune
 from d2p_helpers.prune.config import RECONSTRUCT, REFINE
 from d2p_helpers.prune.methods import METHODS, METHODS_BY_NAME, SOLVERS
 
-STAGES = ([("refine", r) for r in REFINE if r != "none"] + [("reconstruct", r) for r in RECONSTRUCT if r != "none"]
-          + [("layer_sparsity", "owl")])
+STAGES = ([("refine", {"refine": r}) for r in REFINE if r != "none"]
+          + [("reconstruct", {"reconstruct": r}) for r in RECONSTRUCT if r != "none"]
+          + [("reconstruct", {"reconstruct": r, "reconstruct_target": "dense"}) for r in RECONSTRUCT if r != "none"]
+          + [("correct", {"correct": "scale"}), ("layer_sparsity", {"layer_sparsity": "owl"}),
+             ("sequential", {"sequential": True}), ("block_tune", {"block_tune": 4, "nsamples": 8})])
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +23,11 @@ def tiny_llama():
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("stage", STAGES, ids=[f"{k}={v}" for k, v in STAGES])
+@pytest.mark.parametrize("stage", STAGES, ids=[",".join(f"{k}={v}" for k, v in kw.items()) for _, kw in STAGES])
 def test_each_stage_runs_or_is_refused(method, stage, tiny_llama):
     model, tok = copy.deepcopy(tiny_llama[0]), tiny_llama[1]
-    key, value = stage
-    kwargs = dict(sparsity=0.5, nsamples=2, seqlen=32, progress=False, **{key: value})
+    key, stage_kwargs = stage
+    kwargs = {**dict(sparsity=0.5, nsamples=2, seqlen=32, progress=False), **stage_kwargs}
     if not METHODS_BY_NAME[method].uses_data:
         with pytest.raises(PruneError) as exc:
             prune(model, method, tokenizer=tok, **kwargs)
@@ -36,6 +39,15 @@ def test_each_stage_runs_or_is_refused(method, stage, tiny_llama):
     if key == "layer_sparsity":
         assert "owl" in report.stage_seconds and len(set(report.block_sparsity)) > 1
         return
+    if key == "sequential":
+        assert {r["group"] for r in rows} == {0, 1, 2, 3} and report.stage_seconds["sequential"] > 0
+        return
+    if key == "block_tune":
+        assert [b["block"] for b in report.block_tune] == [0, 1] and report.stage_seconds["block_tune"] > 0
+        assert all(b["held_error_after"] <= b["held_error_before"] for b in report.block_tune)
+        return
+    if stage_kwargs.get("reconstruct_target") == "dense":
+        assert all(r["error_target"] == "dense" for r in rows)
     for row in rows:
         if key == "reconstruct" and row["frozen"]:
             assert "reconstruct_skipped" in row                  # said, not silent
@@ -98,7 +110,9 @@ def test_option_flags_round_trip_through_the_parser():
            "d2_norm": "mean", "rho": 2.0, "outlier_def": "weight", "blocksize": 64, "percdamp": 0.02,
            "batch_size": 2, "track_error": "yes", "layer_sparsity": "owl", "owl_m": 3.0, "owl_lambda": 0.05,
            "refine": "dsnot", "refine_iters": 5, "reconstruct": "cg", "reconstruct_iters": 3,
-           "reconstruct_frozen": True, "ria_a": 0.25, "permute": True}
+           "reconstruct_frozen": True, "reconstruct_target": "dense", "sequential": True, "block_tune": 9,
+           "block_tune_lr": 0.002, "block_tune_batch": 3, "block_tune_holdout": 0.25, "correct": "scale",
+           "ria_a": 0.25, "permute": True}
     assert set(odd) == {f.name for f in cli_fields()}, "a new field needs a value here"
     args = build_parser().parse_args(["prune", "--model", "m", "--method", "d2prune", "--sparsity", "0.5",
                                       *option_flags(odd)])

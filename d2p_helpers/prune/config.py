@@ -19,6 +19,8 @@ LAYER_SPARSITY = ("uniform", "owl")
 REFINE = ("none", "dsnot", "swap")
 RECONSTRUCT = ("none", "exact", "cg")
 TRACK_ERROR = ("auto", "yes", "no")
+RECONSTRUCT_TARGETS = ("own", "dense")
+CORRECT = ("none", "scale")
 
 
 class PruneError(InputError):
@@ -84,6 +86,20 @@ class PruneConfig:
     reconstruct_iters: int = opt(20, "cg: steps per linear (results/reconstruct.md)")
     reconstruct_frozen: bool = opt(False, "d2prune: reconstruct the frozen projection too (default: it stays "
                                           "un-updated)")
+    reconstruct_target: str = opt("own", "least squares toward the linear's own output on its inputs (own: "
+                                         "min ||(W0 - W)X||) or toward the dense model's (dense: min ||W0 X~ - W X||, "
+                                         "X~ the dense model's inputs, carried block by block)",
+                                  choices=RECONSTRUCT_TARGETS)
+    sequential: bool = opt(False, "within a block, prune q/k/v, then o, then gate/up, then down, each group's "
+                                  "statistics from the partly pruned block (GPTQ's true-sequential)")
+    block_tune: int = opt(0, "once a block's masks are final, this many Adam steps on its kept weights toward "
+                             "the dense model's block output (masks frozen; early stop on held-out windows)")
+    block_tune_lr: float = opt(1e-4, "block tuning: Adam learning rate")
+    block_tune_batch: int = opt(4, "block tuning: calibration windows per step")
+    block_tune_holdout: float = opt(0.125, "block tuning: fraction of the windows held out for early stopping")
+    correct: str = opt("none", "scale: per-output-channel rescaling of each pruned linear so its output energy "
+                               "on the calibration inputs matches the dense model's (zeros stay zero)",
+                       choices=CORRECT)
     ria_a: float = opt(0.5, "RIA: exponent of the input norm")
     permute: bool = opt(False, "RIA with N:M: channel permutation before selection")
 
@@ -98,7 +114,13 @@ class PruneConfig:
     @property
     def stages(self) -> bool:
         """Any stage beyond the method's own score and update."""
-        return self.layer_sparsity != "uniform" or self.refine != "none" or self.reconstruct != "none"
+        return (self.layer_sparsity != "uniform" or self.refine != "none" or self.reconstruct != "none"
+                or self.sequential or self.block_tune > 0 or self.correct != "none")
+
+    @property
+    def dense_stream(self) -> bool:
+        """Whether the dense model's block inputs are carried beside the pruned model's."""
+        return self.reconstruct_target == "dense" or self.block_tune > 0
 
     def validate(self) -> None:
         def choice(name, value, options):
@@ -128,7 +150,7 @@ class PruneConfig:
             raise PruneError(f"batch_size must be >= 1, got {self.batch_size}")
         try:
             checks.device(self.device)
-            if self.calib.endswith(".txt"):
+            if ".txt" in self.calib or "+" in self.calib or self.calib.startswith("self"):
                 checks.text(self.calib, "calibration", self.seqlen + 1)
         except InputError as exc:
             raise PruneError(str(exc)) from None
@@ -150,6 +172,21 @@ class PruneConfig:
             if not (0 <= self.sparsity - self.owl_lambda and self.sparsity + self.owl_lambda < 1):
                 raise PruneError(f"OWL's range sparsity ± lambda must lie in [0, 1), got "
                                  f"{self.sparsity} ± {self.owl_lambda}")
+        choice("reconstruct_target", self.reconstruct_target, RECONSTRUCT_TARGETS)
+        choice("correct", self.correct, CORRECT)
+        if self.reconstruct_target == "dense" and self.reconstruct == "none":
+            raise PruneError("reconstruct_target dense needs reconstruct exact or cg")
+        if self.sequential and self.frozen in SELECTORS:
+            raise PruneError(f"sequential does not yet compose with frozen {self.frozen} (a per-block selector "
+                             "scores q/k/v on one pass of the block); give --frozen q|k|v|none|all")
+        if self.block_tune < 0 or self.block_tune_batch < 1 or self.block_tune_lr <= 0:
+            raise PruneError(f"block tuning needs steps >= 0, batch >= 1 and lr > 0, got {self.block_tune}, "
+                             f"{self.block_tune_batch}, {self.block_tune_lr}")
+        if not 0 < self.block_tune_holdout < 1:
+            raise PruneError(f"block_tune_holdout must be in (0, 1), got {self.block_tune_holdout}")
+        if self.block_tune and self.nsamples * self.block_tune_holdout < 1:
+            raise PruneError(f"block tuning holds out {self.block_tune_holdout:g} of {self.nsamples} windows, "
+                             "fewer than one; give more nsamples or a larger holdout")
         if self.refine_iters < 0:
             raise PruneError(f"refine_iters must be >= 0, got {self.refine_iters}")
         if self.reconstruct_iters < 1:

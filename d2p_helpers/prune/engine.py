@@ -9,6 +9,7 @@ per-block sparsity (OWL) before the loop, then per linear: mask refinement (DSno
 Gram-matrix swaps) and least-squares reconstruction of the kept weights (exact, or by conjugate gradient)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration import attach_stats, capture_block_inputs, run_block
+from ..calibration import (BlockInputs, _move, attach_stats, capture_block_inputs, capture_linear_inputs,
+                           run_block)
 from ..masks import is_valid_n_of_m, sparsity_of
 from ..models import get_adapter
 from .config import PruneConfig, PruneError  # noqa: F401  (re-exported)
@@ -38,6 +40,7 @@ class PruneReport:
     forward_seconds: float = 0.0
     selector_seconds: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
+    block_tune: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
     @property
@@ -57,7 +60,8 @@ class PruneReport:
                 "prune_seconds": self.prune_seconds, "forward_seconds": self.forward_seconds,
                 "floor_ratio": self.floor_ratio, "selector_seconds": self.selector_seconds,
                 "stage_seconds": self.stage_seconds, "frozen_per_layer": self.frozen_per_layer,
-                "block_sparsity": self.block_sparsity, "per_layer": self.per_layer, "notes": self.notes}
+                "block_sparsity": self.block_sparsity, "per_layer": self.per_layer, "notes": self.notes,
+                **({"block_tune": self.block_tune} if self.block_tune else {})}
 
 
 def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | None,
@@ -72,10 +76,20 @@ def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | No
     return float(num / den) if den > 0 else None
 
 
+def dense_error(old: torch.Tensor, new: torch.Tensor, st) -> float | None:
+    """||W0 X~ - W' X||^2 / ||W0 X~||^2: the error toward the dense model's output at this linear (X~ its inputs
+    there, X the pruned model's), from the three Gram matrices of the dense stream."""
+    G, C, Gd = st.hessian(), st.cross_hessian(), st.dense_hessian()
+    den = ((old @ Gd) * old).sum()
+    num = den - 2 * ((old @ C) * new).sum() + ((new @ G) * new).sum()
+    return float(num / den) if den > 0 else None
+
+
 def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: PruneReport,
                frozen: bool = False) -> tuple[torch.Tensor, dict]:
     """The unit's solver, then the optional stages; each stage's error before/after and seconds in the row.
-    `frozen`: D²Prune's frozen projection, which stays un-updated (no reconstruction unless asked)."""
+    `frozen`: D²Prune's frozen projection, which stays un-updated (no reconstruction unless asked).
+    With the dense stream the stages' errors are toward the dense model's output (row["error_target"])."""
     ts = time.perf_counter()
     new, info = solve_linear(solver, old, st, cfg)
     gram = st.gram if st else None
@@ -83,38 +97,59 @@ def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: Pru
     track = cfg.track_error != "no" or cfg.stages     # "no": no error rows unless a stage needs them
     row = {"solver": solver, "frozen": frozen, "rel_error": relative_error(old, new, gram, den) if track else None,
            "seconds": time.perf_counter() - ts, **info}
-    err = row["rel_error"]
+    toward_dense = st is not None and st.cross_hessian() is not None
+    error = (lambda W: dense_error(old, W, st)) if toward_dense else (lambda W: relative_error(old, W, gram, den))
+    if toward_dense:
+        row["error_target"] = "dense"
+        row["dense_error"] = error(new)
+    err = error(new) if toward_dense else row["rel_error"]
     if cfg.refine != "none":
         from .refine import refine
-        new, err = _stage(row, report, "refine", old, err, den, st, lambda: refine(cfg.refine, old, new, st,
-                                                                                    cfg.nm, cfg.refine_iters))
+        new, err = _stage(row, report, "refine", err, error, lambda: refine(cfg.refine, old, new, st, cfg.nm,
+                                                                           cfg.refine_iters))
     if cfg.reconstruct != "none" and frozen and not cfg.reconstruct_frozen:
         row["reconstruct_skipped"] = "frozen projection, kept un-updated (reconstruct_frozen includes it)"
     elif cfg.reconstruct != "none":
         from .reconstruct import conjugate_gradient, exact
-        solve = (lambda: exact(old, new == 0, st.hessian(), cfg.percdamp)) if cfg.reconstruct == "exact" else \
-            (lambda: conjugate_gradient(old, new, st.hessian(), cfg.percdamp, cfg.reconstruct_iters))
-        new, err = _stage(row, report, "reconstruct", old, err, den, st, solve)
+        cross = st.cross_hessian() if cfg.reconstruct_target == "dense" else None
+        solve = (lambda: exact(old, new == 0, st.hessian(), cfg.percdamp, cross)) if cfg.reconstruct == "exact" \
+            else (lambda: conjugate_gradient(old, new, st.hessian(), cfg.percdamp, cfg.reconstruct_iters, cross))
+        new, err = _stage(row, report, "reconstruct", err, error, solve)
+    if cfg.correct == "scale":
+        from .reconstruct import scale_rows
+        scales = {}
+
+        def correct():
+            out, scales["s"] = scale_rows(old, new, st.hessian(), st.dense_hessian() if toward_dense else None)
+            return out
+        new, err = _stage(row, report, "correct", err, error, correct)
+        row["correct_scale_range"] = [float(scales["s"].min()), float(scales["s"].max())]
     return new, row
 
 
-def _stage(row: dict, report: PruneReport, name: str, old, before, den, st, run) -> tuple[torch.Tensor, float]:
+def _stage(row: dict, report: PruneReport, name: str, before, error, run) -> tuple[torch.Tensor, float]:
     """Run one stage: (its output, its error after). `before` is the error after the step before it."""
     ts = time.perf_counter()
     out = run()
     secs = time.perf_counter() - ts
-    after = relative_error(old, out, st.gram, den)
+    after = error(out)
     row.update({f"{name}_error_before": before, f"{name}_error_after": after, f"{name}_seconds": secs})
     report.stage_seconds[name] = report.stage_seconds.get(name, 0.0) + secs
     return out, after
 
 
-def calibration_samples(tokenizer, cfg: PruneConfig):
-    from ..data import calibration_windows
+def calibration_samples(tokenizer, cfg: PruneConfig, model=None):
+    """The calibration windows (one text, `self`, or a mixture such as `news+self`) and their description:
+    source, counts, a hash of the token ids and, for generated text, the sampling settings."""
+    from ..data import SELF, SELF_SAMPLING, calib_parts, mixed_calibration, windows_fingerprint
     if tokenizer is None:
         raise PruneError("a tokenizer (or explicit samples) is needed to build calibration windows")
-    win = calibration_windows(tokenizer, cfg.calib, cfg.nsamples, cfg.seqlen, cfg.seed)
-    return [{"input_ids": w[None]} for w in win.ids], win.describe()
+    win = mixed_calibration(tokenizer, cfg.calib, cfg.nsamples, cfg.seqlen, cfg.seed, model)
+    info = {**win.describe(), "ids_sha1": windows_fingerprint(win.ids)}
+    if SELF in calib_parts(cfg.calib):
+        info["self_generated"] = {**SELF_SAMPLING, "seed": cfg.seed, "model": getattr(model, "d2p_source", None),
+                                  "text_sample": tokenizer.decode(win.ids[0][:48])}
+    return [{"input_ids": w[None]} for w in win.ids], info
 
 
 def check_model(model, cfg: PruneConfig) -> None:
@@ -150,10 +185,14 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
     if not METHODS_BY_NAME[cfg.method].uses_data and cfg.track_error != "yes":
         return _prune_without_data(model, cfg, adapter, blocks, report, t_start)
     if samples is None:
-        samples, calib_info = calibration_samples(tokenizer, cfg)
+        samples, calib_info = calibration_samples(tokenizer, cfg, model)
     report.calibration = calib_info or {"samples": len(samples)}
     device = torch.device(cfg.device) if cfg.device else home
     inputs = _capture(model, blocks, samples, device, cfg.batch_size)
+    dense = None
+    if cfg.dense_stream:       # the dense model's block inputs, advanced by a dense copy of each block
+        dense = BlockInputs(inputs.hidden.clone(), inputs.kwargs_by_batch, inputs.batch_size)
+        report.calibration["dense_stream_bytes"] = dense.hidden.numel() * dense.hidden.element_size()
     sparsities = [cfg.sparsity] * len(blocks)
     if cfg.layer_sparsity == "owl":
         from .owl import owl_block_sparsities
@@ -168,47 +207,118 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
     for index in tqdm(range(len(blocks)), desc=f"prune {cfg.method}", disable=not progress):
         block = blocks[index].to(device)
         bcfg = dataclasses.replace(cfg, sparsity=sparsities[index])
-        _prune_block(block, index, adapter, inputs, bcfg, report, fixed, choose_frozen, device)
+        _prune_block(block, index, adapter, inputs, bcfg, report, fixed, choose_frozen, device, dense)
         blocks[index] = block.to(home)
     report.prune_seconds = time.perf_counter() - t_start
     return report
 
 
-def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_frozen, device) -> None:
-    """Statistics on the dense block, every unit pruned, then the pruned block's outputs become the inputs."""
+def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_frozen, device, dense=None) -> None:
+    """Statistics on the block, every unit pruned, then the pruned block's outputs become the inputs.
+
+    One pass of the dense block gives every linear's statistics (the authors' algorithm); with
+    `cfg.sequential` each group of linears sharing an input (q/k/v, o, gate/up, down) is pruned in turn, its
+    statistics from the block as pruned so far. With a dense stream, a dense copy of the block runs beside it
+    on the dense model's inputs, one batch at a time."""
     linears, units, qkv = adapter.linears(block), block_units(adapter, block), adapter.qkv_names(block)
-    method = METHODS_BY_NAME[cfg.method]
-    gram = set(linears) if method.needs_gram or cfg.stages or cfg.track_error == "yes" else set()
-    stats, handles = attach_stats(linears, gram, set(linears) if method.needs_d2_stats else set(), device)
-    outputs = run_block(block, inputs, None, device)
-    for h in handles:
-        h.remove()
+    dense_block = copy.deepcopy(block) if dense is not None else None
+    dense_out = torch.empty_like(dense.hidden) if dense is not None else None
+    outputs = torch.empty_like(inputs.hidden)
+    groups = input_groups(block, linears, inputs, device) if cfg.sequential else [list(linears)]
     frozen = fixed if fixed is not None else set()
-    if choose_frozen is not None:
+    for g, group in enumerate(groups):
         ts = time.perf_counter()
-        frozen = choose_frozen(index, {"block": block, "linears": linears, "qkv": qkv, "stats": stats,
-                                       "inputs": inputs, "dense_out": outputs, "cfg": cfg, "device": device})
-        report.selector_seconds += time.perf_counter() - ts
+        stats = _block_stats(block, {n: linears[n] for n in group}, inputs, outputs, cfg, device, dense,
+                             dense_block, dense_out if g == 0 else None)
+        if g > 0:
+            report.stage_seconds["sequential"] = report.stage_seconds.get("sequential", 0.0) + \
+                time.perf_counter() - ts
+        if choose_frozen is not None:      # one group (validated): q/k/v's statistics are in this pass
+            ts = time.perf_counter()
+            frozen = choose_frozen(index, {"block": block, "linears": linears, "qkv": qkv, "stats": stats,
+                                           "inputs": inputs, "dense_out": outputs, "cfg": cfg, "device": device})
+            report.selector_seconds += time.perf_counter() - ts
+        group_units = [u for u, (name, _) in units.items() if name in group]
+        plan = unit_plan(cfg.method, group_units, qkv, frozen)
+        for unit in group_units:
+            name, rows = units[unit]
+            W = linears[name].weight
+            old = W.detach().float()
+            old = old if rows is None else old[rows]
+            solver, is_frozen = plan[unit]
+            new, row = prune_unit(solver, old, stats[name].rows(rows), cfg, report, frozen=is_frozen)
+            (W.data if rows is None else W.data[rows]).copy_(new.to(W.dtype))
+            report.per_layer.append(_row(index, unit, old, new, cfg, {**row, "group": g}))
+        del stats
     if cfg.method == "d2prune":
         report.frozen_per_layer.append("".join(r for r in "qkv" if r in frozen) or "none")
-    plan = unit_plan(cfg.method, list(units), qkv, frozen)
-    new_weights = {}
-    for unit, (name, rows) in units.items():
-        old = linears[name].weight.detach().float()
-        old = old if rows is None else old[rows]
-        solver, is_frozen = plan[unit]
-        new, row = prune_unit(solver, old, stats[name].rows(rows), cfg, report, frozen=is_frozen)
-        new_weights.setdefault(name, []).append((rows, new))
-        report.per_layer.append(_row(index, unit, old, new, cfg, row))
-    for name, parts in new_weights.items():
-        W = linears[name].weight
-        for rows, new in parts:
-            (W.data if rows is None else W.data[rows]).copy_(new.to(W.dtype))
-    del stats
+    if cfg.block_tune:
+        from .block_tune import tune_block
+        ts = time.perf_counter()
+        log = tune_block(block, linears, inputs, dense_out, cfg, device)
+        report.stage_seconds["block_tune"] = report.stage_seconds.get("block_tune", 0.0) + \
+            time.perf_counter() - ts
+        report.block_tune.append({"block": index, **log})
     tf = time.perf_counter()
     run_block(block, inputs, outputs, device)
     report.forward_seconds += time.perf_counter() - tf
     inputs.hidden = outputs
+    if dense is not None:
+        dense.hidden = dense_out
+
+
+def input_groups(block, linears: dict, inputs, device) -> list[list[str]]:
+    """The block's linears in the order they run, grouped by the input they share (q/k/v; o; gate/up; down),
+    found from one forward of one calibration batch: no layer names needed."""
+    order, seen = [], []                     # (name, input tensor), tensors held so ids stay unique
+
+    def hook(name, _m, inp, _out):
+        if name not in {n for n, _ in order}:
+            order.append((name, inp[0]))
+    handles = [lin.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o))
+               for name, lin in linears.items()]
+    try:
+        _start, x, kw = next(iter(inputs.batches()))
+        block(x.to(device), **_move(kw, device))
+    finally:
+        for h in handles:
+            h.remove()
+    groups: list[list[str]] = []
+    for name, t in order:
+        if seen and t is seen[-1]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+            seen.append(t)
+    missing = [n for n in linears if n not in {m for g in groups for m in g}]
+    return groups + ([missing] if missing else [])
+
+
+def _block_stats(block, linears, inputs, outputs, cfg, device, dense, dense_block, dense_out) -> dict:
+    """One pass over the calibration batches: the statistics of `linears`, the block's outputs into `outputs`,
+    and (dense stream) the dense copy's inputs at each linear beside them and its outputs into `dense_out`."""
+    method = METHODS_BY_NAME[cfg.method]
+    gram = set(linears) if method.needs_gram or cfg.stages or cfg.track_error == "yes" else set()
+    store = {} if dense is not None else None
+    stats, handles = attach_stats(linears, gram, set(linears) if method.needs_d2_stats else set(), device,
+                                  dense_inputs=store)
+    if dense_block is not None:
+        dense_linears = dict(dense_block.named_modules())
+        handles += capture_linear_inputs({n: dense_linears[n] for n in linears}, store)
+    try:
+        for start, x, kw in inputs.batches():
+            kw = _move(kw, device)
+            if dense_block is not None:
+                yd = dense_block(dense.hidden[start:start + x.shape[0]].to(device), **kw)
+                yd = yd[0] if isinstance(yd, tuple) else yd
+                if dense_out is not None:
+                    dense_out[start:start + x.shape[0]] = yd.to(dense_out.device)
+            y = block(x.to(device), **kw)
+            outputs[start:start + x.shape[0]] = (y[0] if isinstance(y, tuple) else y).to(outputs.device)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
 
 
 def _row(index, unit, old, new, cfg, extra) -> dict:
