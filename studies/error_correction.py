@@ -1,0 +1,202 @@
+"""Error correction toward the dense model: does a recipe also win on text from another domain?
+
+The recipe study's stages fit the calibration text (results/recipes.md). This study adds the stages that
+correct toward the dense model (d2p_helpers.prune: --sequential, --reconstruct-target dense, --block-tune,
+--correct scale) and self-generated calibration text (--calib news+self), and runs every peer on both
+calibration texts, so the table separates what the text buys from what the method buys.
+
+Protocol: calibration `news` 256 × 128 (32,768 tokens; the recipe study's 8k were too few for a refit);
+perplexity on all four texts at 128 windows × 128 tokens where the text has them: `wiki` and `wiki:val`
+16,384 tokens each, `news:test` all of it (119 windows, 15,232 tokens), `news:val` all of it (63 windows,
+8,064 tokens). `wiki` test is the other-domain text, `news:test` the in-domain one; every choice (which
+composition is the preset) looks at `wiki:val` and `news:val` only.
+
+    python -m studies.error_correction [--limit-minutes 60] [--report]
+
+Runs go in the studies' run cache (resumable, shared by several workers). Writes results/error_correction.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+
+from d2p_helpers.plots import paired_ratio
+from d2p_helpers.prune.cli_args import option_flags
+from d2p_helpers.record import versions, write_json, write_text
+from studies.recipes import verdict
+from studies.runs import ROOT, RunSpec, cached, run_plan
+
+PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 256, "seqlen": 128,
+            "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 128}
+MIX = "news+self"
+VALIDATION, REPORTED = ("wiki:val", "news:val"), ("wiki", "news:test")
+OTHER_DOMAIN, IN_DOMAIN = "wiki", "news:test"
+SETTINGS = ["0.5", "0.6", "0.7", "0.8", "2:4", "4:8"]
+PRIORITY = ["2:4", "0.7", "0.5", "0.6", "0.8", "4:8"]
+SEEDED = {"0.7": [0, 1, 2], "2:4": [0, 1, 2], "0.5": [0, 1, 2]}
+NOQKV = ("d2prune", {"frozen": "all"})
+DENSE_CG = {"reconstruct": "cg", "reconstruct_target": "dense"}
+TUNE = {"block_tune": 50}           # lr 1e-4, 4 windows per step, 1/8 held out: PruneConfig's defaults
+PEERS = {"wanda": ("wanda", {}), "sparsegpt": ("sparsegpt", {}), "ria": ("ria", {}), "d2prune": ("d2prune", {})}
+CANDIDATES = {
+    "recipe-preset": ("d2prune", {"frozen": "all", "layer_sparsity": "owl", "refine": "dsnot", "reconstruct": "cg"}),
+    "noqkv+dense": ("d2prune", {"frozen": "all", **DENSE_CG}),
+    "noqkv+seq+dense": ("d2prune", {"frozen": "all", "sequential": True, **DENSE_CG}),
+    "noqkv+seq+dense+tune": ("d2prune", {"frozen": "all", "sequential": True, **DENSE_CG, **TUNE}),
+    "noqkv+seq+dense+scale": ("d2prune", {"frozen": "all", "sequential": True, **DENSE_CG, "correct": "scale"}),
+    "sparsegpt+seq+dense": ("sparsegpt", {"sequential": True, **DENSE_CG}),
+}
+ON_MIX = ("sparsegpt", "d2prune", "wanda", "ria", "noqkv+seq+dense+tune", "noqkv+seq+dense")
+
+
+def configs(setting: str) -> dict:
+    """label -> (method, options); `@mix`: the same config calibrated on news+self. OWL is unstructured only."""
+    out = {**PEERS, **CANDIDATES}
+    if ":" in setting:
+        method, opts = out["recipe-preset"]
+        out["recipe-preset"] = (method, {k: v for k, v in opts.items() if k != "layer_sparsity"})
+    for label in ON_MIX:
+        method, opts = out[label]
+        out[f"{label}@mix"] = (method, {**opts, "calib": MIX})
+    return out
+
+
+def spec(label: str, setting: str, seed: int) -> RunSpec:
+    method, options = configs(setting)[label]
+    options = dict(options)
+    protocol = {**PROTOCOL, "calib": options.pop("calib", PROTOCOL["calib"])}
+    return RunSpec.make(method, setting, options, seed=seed, **protocol)
+
+
+FIRST = ("sparsegpt", "d2prune", "noqkv+seq+dense", "noqkv+seq+dense+tune", "noqkv+seq+dense+tune@mix",
+         "sparsegpt@mix", "d2prune@mix", "wanda", "recipe-preset")
+
+
+def plan() -> list[tuple[str, str, int]]:
+    """Seed 0 of the headline configs at 2:4, 70% and 50% (peers on both texts, the candidates), then the rest
+    at those settings, then the seeds of the peers and the best candidates, then the other settings."""
+    lead, rest = PRIORITY[:3], PRIORITY[3:]
+    runs = [(label, s, 0) for s in lead for label in FIRST]
+    runs += [(label, s, 0) for s in lead for label in configs(s) if label not in FIRST]
+    runs += [(label, s, seed) for seed in (1, 2) for s in lead for label in FIRST]
+    runs += [(label, s, 0) for s in rest for label in configs(s)]
+    return list(dict.fromkeys(runs))
+
+
+def table() -> dict:
+    out = {}
+    for setting in SETTINGS:
+        for label in configs(setting):
+            recs = [(seed, cached(spec(label, setting, seed))) for seed in SEEDED.get(setting, [0])]
+            recs = [(seed, r) for seed, r in recs if r is not None]
+            if recs:
+                out.setdefault(setting, {})[label] = {
+                    **{t: [r["ppl"][t] for _, r in recs] for t in PROTOCOL["eval"]},
+                    "seeds": [seed for seed, _ in recs], "prune_seconds": [r["prune_seconds"] for _, r in recs],
+                    "stage_seconds": [r.get("stage_seconds", {}) for _, r in recs]}
+    return out
+
+
+def val_score(cell: dict) -> float:
+    """Geometric mean of the two validation perplexities at seed 0."""
+    return math.sqrt(cell["wiki:val"][0] * cell["news:val"][0])
+
+
+def choose_preset(tab: dict) -> dict | None:
+    """The candidate with the best mean log validation score ÷ the best peer (either calibration text), over
+    the settings where it and a peer ran at seed 0. Reads wiki:val and news:val only."""
+    peer_labels = [p for s in tab for p in tab[s] if p.split("@")[0] in PEERS]
+    cands = {label for s in tab for label in tab[s] if label.split("@")[0] in CANDIDATES}
+    scores = {}
+    for label in sorted(cands):
+        vals = [math.log(val_score(tab[s][label]) / min(val_score(tab[s][p]) for p in tab[s] if p in peer_labels))
+                for s in tab if label in tab[s] and any(p in tab[s] for p in peer_labels)]
+        if vals:
+            scores[label] = (statistics.mean(vals), len(vals))
+    if not scores:
+        return None
+    most = max(n for _, n in scores.values())
+    best = min((k for k, (_, n) in scores.items() if n == most), key=lambda k: scores[k][0])
+    method, options = configs("0.5")[best]
+    return {"label": best, "validation_log_ratio_to_best_peer": {k: v[0] for k, v in scores.items()},
+            "settings_compared": most, "flags": ["--method", method, *option_flags(options)]}
+
+
+def _ms(values):
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})" if len(values) > 1 \
+        else f"{values[0]:.2f} (n=1)"
+
+
+def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
+    p = PROTOCOL
+    lines = ["# Error correction toward the dense model", "",
+             f"Model `{p['model']}`; calibration `{p['calib']}` {p['nsamples']} × {p['seqlen']} "
+             f"({p['nsamples'] * p['seqlen']:,} tokens), or `{MIX}` (half the windows written by the dense model "
+             "itself, `@mix`); perplexity at up to "
+             f"{p['eval_windows']} windows × {p['seqlen']} tokens per text. `{OTHER_DOMAIN}` test is the other-domain "
+             f"text, `{IN_DOMAIN}` the in-domain one; the preset is chosen on `wiki:val` and `news:val` only. "
+             "noqkv: D²Prune with none of q/k/v updated; seq: --sequential; dense: --reconstruct cg "
+             "--reconstruct-target dense; tune: --block-tune 50; scale: --correct scale. "
+             f"{n_runs} of {len(plan())} planned runs present. Generated by `studies/error_correction.py`.", ""]
+    if preset:
+        lines += [f"**Validation's choice so far:** `{preset['label']}` (`d2p prune {' '.join(preset['flags'])}`), "
+                  f"over {preset['settings_compared']} setting(s) at seed 0.", ""]
+    for text in REPORTED + VALIDATION:
+        role = {"wiki": "other domain, reported", "news:test": "in domain, reported"}.get(text, "validation")
+        settings = [s for s in SETTINGS if s in tab]
+        lines += [f"## Perplexity, `{text}` ({role})", "", "| config | " + " | ".join(settings) + " |",
+                  "|---|" + "---|" * len(settings)]
+        for label in dict.fromkeys(k for s in settings for k in tab[s]):
+            lines.append(f"| {label} | " + " | ".join(_ms(tab[s][label][text]) if label in tab[s] else "–"
+                                                      for s in settings) + " |")
+        lines.append("")
+    if preset:
+        lines += ["## Validation's choice against the best peer (either calibration text)", "",
+                  "| setting | text | best peer | peer ppl | choice ppl | choice ÷ peer | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in SETTINGS:
+            cells = tab.get(s, {})
+            peers = {k: v for k, v in cells.items() if k.split("@")[0] in PEERS}
+            if preset["label"] not in cells or not peers:
+                continue
+            for text in REPORTED:
+                best = min(peers, key=lambda k: statistics.mean(peers[k][text]))
+                ours, theirs = cells[preset["label"]][text], peers[best][text]
+                pr = paired_ratio(dict(zip(cells[preset["label"]]["seeds"], ours)), dict(zip(peers[best]["seeds"], theirs)))
+                v = pr["verdict"] if pr and pr.get("std") is not None else verdict(ours, theirs)
+                lines.append(f"| {s} | `{text}` | {best} | {_ms(theirs)} | {_ms(ours)} | "
+                             f"{statistics.mean(ours) / statistics.mean(theirs):.3f} | {v} |")
+        lines.append("")
+    lines += ["## Cost (seed 0): each stage's seconds ÷ the rest of the same run", "",
+              "| setting | config | prune seconds | stages |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        for label, cell in tab.get(s, {}).items():
+            total, stages = cell["prune_seconds"][0], cell["stage_seconds"][0]
+            rest = total - sum(stages.values())
+            lines.append(f"| {s} | {label} | {total:.0f} | " + (", ".join(f"{k} {v / rest:.2f}" for k, v in stages.items())
+                                                                 or "–") + " |")
+    lines += ["", "Each run is a separate one-thread process on a shared 2-core machine: times across runs are noisy."]
+    return "\n".join(lines) + "\n"
+
+
+def report() -> None:
+    tab = table()
+    n_runs = sum(cached(spec(*r)) is not None for r in plan())
+    preset = choose_preset(tab)
+    write_json(ROOT / "results" / "error_correction.json",
+               {"protocol": PROTOCOL, "mix": MIX, "validation": VALIDATION, "reported": REPORTED,
+                "other_domain": OTHER_DOMAIN, "table": tab, "preset": preset, "runs_present": n_runs,
+                "runs_planned": len(plan()), "versions": versions()})
+    write_text(ROOT / "results" / "error_correction.md", markdown(tab, preset, n_runs))
+    print((ROOT / "results" / "error_correction.md").read_text())
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--report", action="store_true", help="only write the files from cached runs")
+    ap.add_argument("--limit-minutes", type=float, default=None, help="stop starting new runs after this long")
+    a = ap.parse_args()
+    if not a.report:
+        run_plan(plan(), spec, a.limit_minutes, "error-correction")
+    report()
