@@ -121,3 +121,26 @@ def test_readme_preset_command_uses_the_recorded_preset_flags():
     flags = ["--method", method, *option_flags(options)]
     pairs = [" ".join(flags[i:i + 2]) for i in range(0, len(flags), 2)]
     assert all(p in command for p in pairs), (pairs, command)
+
+
+@pytest.mark.slow
+def test_gpu_paper_protocol_dry_run_on_the_cpu_cuts_its_plan_to_the_budget_and_says_so(tmp_path):
+    """The GPU script through its own code path on a tiny model: records and cut runs add up to the plan."""
+    out = tmp_path / "gpu"
+    out.mkdir()
+    r = subprocess.run([sys.executable, "-m", "studies.gpu_paper_protocol", "--device", "cpu", "--dtype", "float32",
+                        "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "32", "--eval-windows", "1",
+                        "--budget-s", "25", "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((out / "gpu.json").read_text())
+    done = [[x["label"], x["setting"], x["seed"]] for x in rec["records"]]
+    assert done + [list(c) for c in rec["cut"]] == [list(p) for p in rec["planned"]]
+    assert done[0] == ["wanda", "2:4", 0] and all(x["ppl"]["wiki"] > 1 for x in rec["records"])
+    assert rec["gemm"]["fp16"].get("skipped")                       # no CPU kernel: said, not faked
+    md = (out / "gpu.md").read_text()
+    assert f"{len(done)} of {len(rec['planned'])} planned runs" in md
+    bad = subprocess.run([sys.executable, "-m", "studies.gpu_paper_protocol", "--device", "cuda:7", "--out",
+                          str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    if not __import__("torch").cuda.is_available():
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no CUDA GPU" in bad.stderr
