@@ -159,7 +159,8 @@ def markdown(table: dict, records: list[dict]) -> str:
              f"Protocol: model `{PROTOCOL['model']}` (SmolLM2-135M-Instruct, Q4_1 weights dequantised to fp32), "
              f"calibration `{PROTOCOL['calib']}` {PROTOCOL['nsamples']} × {PROTOCOL['seqlen']} tokens, "
              f"perplexity on `wiki` test and `news:val` ({PROTOCOL['eval_windows']} windows × {PROTOCOL['seqlen']} tokens "
-             f"each), CPU fp32, one thread per run. Planned: "
+             f"each), {PROTOCOL['device']} {PROTOCOL['dtype']}"
+             + (", one thread per run" if PROTOCOL["device"] == "cpu" else "") + ". Planned: "
              f"{planned_seeds()}; "
              f"seeds run: {seeds_run(table)} ({len(records)} of {len(plan())} planned runs; mean ± std over "
              f"calibration seeds where there are several); "
@@ -199,6 +200,7 @@ def markdown(table: dict, records: list[dict]) -> str:
         paper = opt125m_ppl(s)
         pcells = [rel(paper["D2Prune"], paper[b]) if paper else "–" for b in ("SparseGPT", "Wanda")]
         lines.append(f"| {s} | " + " | ".join(cells + pcells) + " |")
+    lines += verdict_lines(records)
     lines += ["", "## Cost", "", "| method | mean prune seconds (50%) | prune ÷ two forward passes | peak RSS MB |",
               "|---|---|---|---|"]
     for m in METHODS:
@@ -217,6 +219,53 @@ def markdown(table: dict, records: list[dict]) -> str:
     lines += ["", "Paper numbers (OPT-125M, C4 128 × 2048 calibration, WikiText-2 test) are a different model and text; "
                   "they are shown only for the relative gains."]
     return "\n".join(lines) + "\n"
+
+
+VERDICT_WORD = {"lower beyond seed noise": "**ahead**", "higher beyond seed noise": "**behind**",
+                "within seed noise": "tie (within seed noise)", "one seed: no noise estimate": "one seed: no verdict"}
+
+
+def per_seed(records: list[dict]) -> dict:
+    """{(method, setting): {text: {seed: ppl}}} from the planned runs present."""
+    out: dict = {}
+    for r in records:
+        b = r["bench"]
+        for text in PROTOCOL["eval"]:
+            out.setdefault((b["method"], b["setting"]), {}).setdefault(text, {})[b["seed"]] = r["ppl"][text]
+    return out
+
+
+def verdict_lines(records: list[dict]) -> list[str]:
+    """Challenger ÷ reference on the same calibration draws, per setting and text, with the paired noise rule
+    (d2p_helpers.plots.paired_ratio: the per-seed ratio differs from 1 by more than t95 standard errors)."""
+    from d2p_helpers.plots import paired_ratio
+    seeds = per_seed(records)
+    pairs = [(a, b) for a, b in (("d2prune", "sparsegpt"), ("d2prune", "wanda"), ("d2prune-noqkv", "sparsegpt"),
+                                 ("recipe", "sparsegpt"), ("recipe", "d2prune")) if a in METHODS and b in METHODS]
+    lines = ["", "## Verdicts (paired per calibration seed)", "",
+             "Challenger ÷ reference on the same calibration windows, mean ± std of the per-seed ratio; "
+             "**ahead** / **behind** when it differs from 1 by more than the 95% t critical value times its "
+             "standard error, else a tie; one seed gives no verdict.", "",
+             "| setting | text | challenger ÷ reference | ratio | seeds | verdict |", "|---|---|---|---|---|---|"]
+    for s in SETTINGS:
+        for text in PROTOCOL["eval"]:
+            for a, b in pairs:
+                pr = paired_ratio(seeds.get((a, s), {}).get(text, {}), seeds.get((b, s), {}).get(text, {}))
+                if pr is None:
+                    continue
+                ratio = f"{pr['mean']:.3f}" + (f" ± {pr['std']:.3f}" if pr["std"] is not None else "")
+                lines.append(f"| {s} | `{text}` | {a} ÷ {b} | {ratio} | {pr['n']} | {VERDICT_WORD[pr['verdict']]} |")
+    return lines
+
+
+def seeds_caption(table: dict) -> str:
+    """'seeds per point: 3 at 0.5, 0.7; 1 at 0.6, 0.8, 2:4' from the runs present (never the plan)."""
+    by_n: dict = {}
+    for s in SETTINGS:
+        ns = {len(table[f"{m}@{s}"]["seeds"]) for m in METHODS if f"{m}@{s}" in table and m != "magnitude"}
+        if ns:
+            by_n.setdefault("–".join(map(str, sorted(ns))), []).append(s)
+    return "seeds per point: " + "; ".join(f"{n} at {', '.join(v)}" for n, v in by_n.items())
 
 
 def figure(table: dict) -> Path:
@@ -248,8 +297,8 @@ def figure(table: dict) -> Path:
     rel.set_title("Relative to SparseGPT (below 1 = better)"), rel.legend(fontsize=8)
     return plots.save(fig, ROOT / "figures" / f"{NAME}_ppl.png",
                       caption=f"calib news {PROTOCOL['nsamples']}x{PROTOCOL['seqlen']}, eval wiki test "
-                              f"{PROTOCOL['eval_windows']}x{PROTOCOL['seqlen']}; error bars: std over 3 calibration "
-                              "seeds at 50% and 70%, one seed elsewhere")
+                              f"{PROTOCOL['eval_windows']}x{PROTOCOL['seqlen']}; error bars: std over the "
+                              f"calibration seeds present ({seeds_caption(table)})")
 
 
 def report() -> None:

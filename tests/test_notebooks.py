@@ -91,15 +91,18 @@ def test_notebook_runs_headless(name, tmp_path):
     assert all(Path(f).exists() for f in rec["figures"]), rec["figures"]
     # figures are shown inline in the executed notebook (the kernel does not inherit pytest's Agg backend)
     assert image_outputs(tmp_path / f"{name}.ipynb") >= (1 if rec["figures"] else 0), "no inline image/png output"
+    # progress bars render as widgets (ipywidgets installed): no text fallback warning in any output
+    nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    texts = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [t for t in texts if "IProgress not found" in t or "TqdmWarning" in t], name
     m = rec["metrics"]
     if name == "00_setup_and_data":
         assert m["dense_ppl"] > 1 and m["corpus"]["wiki:test"]["articles"] == 20
     if name == "03_prune_opt125m_step_by_step":
         assert m["achieved_sparsity"] == pytest.approx(0.5, abs=0.01) and m["frozen_per_layer"] == ["k", "k"]
-        assert m["hand_matches_package"] and m["hand_max_abs_diff"] < 1e-3
+        assert m["hand_same_mask"] is True and m["hand_max_abs_diff"] < 1e-3
     if name == "01_dual_taylor_derivation":
         assert m["second_order_rel_error_small"] < 1e-2 and m["eq9_rel_error"] < 1e-4
-        assert m["r2"] == pytest.approx(-m["lambda2"])
     if name == "02_delta_x_lambda_check":
         assert set(m["fits"]) >= {"news-wiki", "news-news (control)"}
     if name == "04_attention_kl":
