@@ -113,7 +113,7 @@ def test_plan_workers_claim_each_run_once_and_take_over_a_dead_workers_claim(tmp
 
 def test_readme_preset_command_uses_the_recorded_preset_flags():
     from studies import recipes
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md").read_text()
     block = readme[readme.index("## Beyond the paper"):readme.index("<!-- recipes:start -->")]
     command = " ".join(block[block.index("d2p prune"):block.index("```", block.index("d2p prune"))].split()).replace("\\ ", "")
     method, options = recipes.configs("0.7")[recipes.PRESET]
