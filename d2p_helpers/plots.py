@@ -42,14 +42,44 @@ def show(fig) -> None:
 
 
 def save(fig, path: str | Path, caption: str | None = None) -> Path:
-    """Save a figure (PNG), with the protocol caption underneath when given, and show it inline in a notebook."""
+    """Save a figure (PNG), with the protocol caption underneath when given, and show it inline in a notebook.
+
+    The caption goes below the lowest drawn text of the figure (tick labels, axis labels, a legend under the
+    axes), measured after layout, so it never collides with an x-axis label; `overlapping_texts` checks it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if caption:
-        fig.text(0.01, -0.02, caption, fontsize=7, color="#555555", ha="left", va="top", wrap=True)
+        fig.canvas.draw()                         # lay out first (constrained layout included), then measure
+        lowest = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()   # inches -> figure
+        fig.text(0.01, min(0.0, lowest) - 0.015, caption, fontsize=7, color="#555555", ha="left", va="top",
+                 wrap=True)
     fig.savefig(path)
     show(fig)
     return path
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty text boxes of a drawn figure that overlap (titles, labels, tick labels,
+    legends, captions): a figure that reads has none."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = list(fig.texts) + [t for lg in fig.legends for t in lg.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        texts += [t.label1 for axis in (ax.xaxis, ax.yaxis) for t in axis._update_ticks()]   # ticks in view only
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+    boxes = [(str(t.get_text())[:40], t.get_window_extent(renderer)) for t in texts
+             if t.get_visible() and str(t.get_text()).strip()]
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            if ba.overlaps(bb) and ba.width > 0 and bb.width > 0:
+                inter_w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+                inter_h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+                if inter_w > 1 and inter_h > 1:           # more than a pixel of shared ink box
+                    out.append((a, b))
+    return out
 
 
 def mask_image(ax, weight, title: str, rows: int = 64, cols: int = 128) -> None:

@@ -11,11 +11,11 @@
 # %% tags=["parameters"]
 model: str = "vit-s14-focus"    # embedded ViT-S/14 (timm), vit-s14-focus-hf, tiny-timm-vit/-deit, tiny-vit/-deit/-dinov2, timm:NAME
 methods: list = ["wanda", "sparsegpt", "d2prune"]  # methods to compare
-sparsities: list = [0.5, 0.6, 0.8]  # unstructured sparsities
+sparsities: list = [0.5, 0.8]   # unstructured sparsities (results/vision.md: the full study, python -m studies.vision)
 data: str = "fashion-mnist"     # fashion-mnist or imagenet:PATH
 nsamples: int = 32              # calibration images
-knn_train: int = 1000           # images the k-NN probe is fit on
-knn_test: int = 500             # images scored
+knn_train: int = 500            # images the k-NN probe is fit on (the study: 1000)
+knn_test: int = 250             # images scored (the study: 500)
 seed: int = 0                   # image sampling seed
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 

@@ -1,0 +1,56 @@
+"""The study figures, drawn from the committed results: no two text boxes overlap (captions, labels, ticks,
+titles, legends). Notebook figures go through the same `plots.save`, whose caption placement this checks."""
+import json
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    from d2p_helpers import plots
+    figs, real = [], plots.save
+
+    def keep(fig, path, caption=None):
+        figs.append(fig)
+        return real(fig, tmp_path / Path(path).name, caption)
+    monkeypatch.setattr(plots, "save", keep)
+    return figs
+
+
+def test_a_caption_never_lands_on_an_axis_label(drawn):
+    import matplotlib.pyplot as plt
+
+    from d2p_helpers import plots
+    fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+    ax.plot([0.5, 0.6, 0.7], [10, 20, 40])
+    ax.set_xlabel("sparsity"), ax.set_ylabel("perplexity"), ax.set_title("a title")
+    plots.save(fig, "x.png", caption="calib news 16x256, eval wiki 16x256; a caption long enough to wrap " * 2)
+    assert plots.overlapping_texts(fig) == []
+    bad, ax = plt.subplots(figsize=(6, 3))
+    ax.set_xlabel("sparsity")
+    bad.text(0.3, 0.02, "a caption over the axis label", va="bottom")
+    assert plots.overlapping_texts(bad), "the check must see a real collision"
+
+
+@pytest.mark.parametrize("protocol", ["quick", "paper-n"])
+def test_benchmark_figure_reads(protocol, drawn, monkeypatch):
+    from studies import bench
+    for key in bench.PAPER_N:                 # use_protocol rewrites module globals: undone after the test
+        monkeypatch.setattr(bench, key, getattr(bench, key))
+    bench.use_protocol(protocol)
+    table = json.loads((ROOT / "results" / f"{bench.NAME}.json").read_text())["table"]
+    bench.figure(table)
+    from d2p_helpers.plots import overlapping_texts
+    assert drawn and overlapping_texts(drawn[-1]) == []
+
+
+def test_recipes_figure_reads(drawn):
+    from d2p_helpers.plots import overlapping_texts
+    from studies import recipes
+    recipes.figure(recipes.table() or json.loads((ROOT / "results" / "recipes.json").read_text())["table"])
+    assert drawn and overlapping_texts(drawn[-1]) == []
