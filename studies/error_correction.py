@@ -37,7 +37,7 @@ PRIORITY = ["2:4", "0.7", "0.5", "0.6", "0.8", "4:8"]
 SEEDED = {"0.7": [0, 1, 2], "2:4": [0, 1, 2], "0.5": [0, 1, 2]}
 NOQKV = ("d2prune", {"frozen": "all"})
 DENSE_CG = {"reconstruct": "cg", "reconstruct_target": "dense"}
-TUNE = {"block_tune": 50}           # lr 1e-4, 4 windows per step, 1/8 held out: PruneConfig's defaults
+TUNE = {"block_tune": 50, "block_tune_lr": 1e-3}   # lr from results/block_tune_lr.md; 4 windows per step, 1/8 held out
 PEERS = {"wanda": ("wanda", {}), "sparsegpt": ("sparsegpt", {}), "ria": ("ria", {}), "d2prune": ("d2prune", {})}
 CANDIDATES = {
     "recipe-preset": ("d2prune", {"frozen": "all", "layer_sparsity": "owl", "refine": "dsnot", "reconstruct": "cg"}),

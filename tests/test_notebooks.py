@@ -90,6 +90,8 @@ def test_notebook_runs_headless(name, tmp_path):
     import papermill as pm
     takes_cache = "cache_dir" in pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
     params = {**TEST_PARAMETERS[name], **({"cache_dir": str(tmp_path / "cache")} if takes_cache else {})}
+    if name == "14_paper_claims":
+        params["verdicts_path"] = str(tmp_path / "VERDICTS.md")
     rec = execute(name, tmp_path, params, timeout=900)
     assert rec["notebook"] == name and rec["versions"]["torch"]
     assert all(Path(f).exists() for f in rec["figures"]), rec["figures"]
@@ -129,4 +131,6 @@ def test_notebook_runs_headless(name, tmp_path):
         assert m["layout_valid"] and (m["timing"].get("skipped") or m["timing"])
     if name == "14_paper_claims":
         assert len(m["claims"]) >= 8
+        sheet = (tmp_path / "VERDICTS.md").read_text()
+        assert all(c["claim"] in sheet for c in m["claims"]) and "does not say" in sheet
         assert {c["verdict"].split(":")[0] for c in m["claims"]} <= {"reproduced", "not reproduced", "not testable here"}

@@ -94,7 +94,8 @@ class PruneConfig:
                                   "statistics from the partly pruned block (GPTQ's true-sequential)")
     block_tune: int = opt(0, "once a block's masks are final, this many Adam steps on its kept weights toward "
                              "the dense model's block output (masks frozen; early stop on held-out windows)")
-    block_tune_lr: float = opt(1e-4, "block tuning: Adam learning rate")
+    block_tune_lr: float = opt(1e-3, "block tuning: Adam learning rate (chosen on held-out calibration windows, "
+                                     "results/block_tune_lr.md)")
     block_tune_batch: int = opt(4, "block tuning: calibration windows per step")
     block_tune_holdout: float = opt(0.125, "block tuning: fraction of the windows held out for early stopping")
     correct: str = opt("none", "scale: per-output-channel rescaling of each pruned linear so its output energy "
