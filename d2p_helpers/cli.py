@@ -239,9 +239,6 @@ def _run_vision(args, model, record, t0) -> dict:
     from .models import is_timm
     if getattr(args, "compress", None):
         raise UsageError("--compress is for language models; save vision models with --save alone")
-    if is_timm(model) and getattr(args, "cfg_frozen", None) in ("auto:kl", "auto:outlier"):
-        # the selectors address q/k/v as modules; timm's are row groups of attn.qkv (they would score nothing)
-        raise UsageError(f"--frozen {args.cfg_frozen} does not handle timm's fused qkv yet; use q, k, v, none or all")
     dense = copy.deepcopy(model)
     if args.command == "prune":
         from .prune import prune

@@ -24,7 +24,7 @@ import statistics
 from d2p_helpers.plots import paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import versions, write_json, write_text
-from studies.recipes import verdict
+from studies.bench import VERDICT_WORD
 from studies.runs import ROOT, RunSpec, cached, run_plan
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 256, "seqlen": 128,
@@ -164,7 +164,7 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
                 best = min(peers, key=lambda k: statistics.mean(peers[k][text]))
                 ours, theirs = cells[preset["label"]][text], peers[best][text]
                 pr = paired_ratio(dict(zip(cells[preset["label"]]["seeds"], ours)), dict(zip(peers[best]["seeds"], theirs)))
-                v = pr["verdict"] if pr and pr.get("std") is not None else verdict(ours, theirs)
+                v = VERDICT_WORD[pr["verdict"]] if pr else "no shared seed"
                 lines.append(f"| {s} | `{text}` | {best} | {_ms(theirs)} | {_ms(ours)} | "
                              f"{statistics.mean(ours) / statistics.mean(theirs):.3f} | {v} |")
         lines.append("")
