@@ -194,3 +194,14 @@ def test_new_stages_are_refused_where_they_cannot_apply(tiny_llama):
             prune(copy.deepcopy(model), sparsity=0.5, seqlen=16, tokenizer=tok, progress=False,
                   **{"nsamples": 4, **kwargs})
         assert words in str(exc.value), exc.value
+
+
+def test_block_tune_default_lr_is_the_one_the_held_out_grid_chose():
+    import json
+    from pathlib import Path
+
+    from d2p_helpers.prune.config import PruneConfig
+    rows = json.loads((Path(__file__).resolve().parent.parent / "results" / "block_tune_lr.json").read_text())["rows"]
+    best = {s: min((r for r in rows if r["setting"] == s), key=lambda r: r["held_error_after"])["lr"]
+            for s in {r["setting"] for r in rows}}
+    assert PruneConfig.block_tune_lr == min(best.values())
