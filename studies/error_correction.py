@@ -25,6 +25,7 @@ from d2p_helpers.plots import paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import versions, write_json, write_text
 from studies.bench import VERDICT_WORD
+from studies.recipes import cell_table, val_score
 from studies.runs import ROOT, RunSpec, cached, run_plan
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 256, "seqlen": 128,
@@ -85,22 +86,7 @@ def plan() -> list[tuple[str, str, int]]:
 
 
 def table() -> dict:
-    out = {}
-    for setting in SETTINGS:
-        for label in configs(setting):
-            recs = [(seed, cached(spec(label, setting, seed))) for seed in SEEDED.get(setting, [0])]
-            recs = [(seed, r) for seed, r in recs if r is not None]
-            if recs:
-                out.setdefault(setting, {})[label] = {
-                    **{t: [r["ppl"][t] for _, r in recs] for t in PROTOCOL["eval"]},
-                    "seeds": [seed for seed, _ in recs], "prune_seconds": [r["prune_seconds"] for _, r in recs],
-                    "stage_seconds": [r.get("stage_seconds", {}) for _, r in recs]}
-    return out
-
-
-def val_score(cell: dict) -> float:
-    """Geometric mean of the two validation perplexities at seed 0."""
-    return math.sqrt(cell["wiki:val"][0] * cell["news:val"][0])
+    return cell_table(SETTINGS, configs, spec, SEEDED, PROTOCOL["eval"])
 
 
 def choose_preset(tab: dict) -> dict | None:

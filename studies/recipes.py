@@ -92,20 +92,25 @@ def run_all(limit_minutes: float | None) -> None:
     run_plan(plan(), spec, limit_minutes, "recipes")
 
 
-def table() -> dict:
-    """{setting: {label: {text: [ppl per seed], "seconds": [...], "stage_seconds": {...}, "seeds": [...]}}}."""
+def cell_table(settings, configs_of, spec_of, seeded: dict, texts) -> dict:
+    """{setting: {label: {text: [ppl per seed], "prune_seconds": [...], "stage_seconds": [...], "seeds": [...]}}}
+    from the run cache: the table of any study built from configs and specs (this one, error_correction)."""
     out = {}
-    for setting in SETTINGS:
-        for label in configs(setting):
-            recs = [(seed, cached(spec(label, setting, seed))) for seed in SEEDED.get(setting, [0])]
+    for setting in settings:
+        for label in configs_of(setting):
+            recs = [(seed, cached(spec_of(label, setting, seed))) for seed in seeded.get(setting, [0])]
             recs = [(seed, r) for seed, r in recs if r is not None]
             if not recs:
                 continue
             out.setdefault(setting, {})[label] = {
-                **{t: [r["ppl"][t] for _, r in recs] for t in PROTOCOL["eval"]},
+                **{t: [r["ppl"][t] for _, r in recs] for t in texts},
                 "seeds": [seed for seed, _ in recs], "prune_seconds": [r["prune_seconds"] for _, r in recs],
                 "stage_seconds": [r.get("stage_seconds", {}) for _, r in recs]}
     return out
+
+
+def table() -> dict:
+    return cell_table(SETTINGS, configs, spec, SEEDED, PROTOCOL["eval"])
 
 
 def val_score(cell: dict) -> float:
