@@ -50,6 +50,59 @@ from d2p_helpers.prune.engine import relative_error, solve_linear, solver_plan
 from d2p_helpers.prune.sparsegpt import inverse_cholesky
 
 # %% [markdown]
+# ## A 4 × 8 example you can follow on a whiteboard
+#
+# Before the real block, the whole D²-SparseGPT step on a weight $W \in \mathbb{R}^{4\times 8}$ (4 output rows,
+# 8 inputs) fed $T = 16$ tokens $X \in \mathbb{R}^{8\times 16}$, pruned to 50% in two blocks of 4 columns.
+# The layer Hessian is $H = 2XX^\top$ because the error $\lVert (W-\hat W)X\rVert^2$ is a quadratic in each row
+# of $\hat W$ whose second derivative is $2XX^\top$; $U$ is the upper Cholesky factor of $H^{-1}$ (damped by 1%
+# of its mean diagonal). OBS's saliency of removing $w_{ij}$ is $w_{ij}^2/[H^{-1}]_{jj}$ when it is removed
+# first; the solver scores $w_{ij}^2/U_{jj}^2$, which is the same number for the column being processed, because
+# $U_{jj}^2$ is the $[H^{-1}]_{jj}$ of the columns still left (later columns absorb earlier errors). D² adds
+# $r_1\,\hat y_i\,|w_{ij}|\,\hat x_j$ ($\hat y$, $\hat x$: the output and input norms the authors accumulate).
+
+# %%
+g = torch.Generator().manual_seed(0)
+W4 = torch.randn(4, 8, generator=g).round(decimals=1)
+X4 = torch.randn(16, 8, generator=g)                       # 16 tokens, 8 input channels (rows are tokens)
+from d2p_helpers.calibration import LinearStats  # noqa: E402
+st4 = LinearStats(8, 4, "cpu", gram=True, d2=True)
+st4.add(X4, X4 @ W4.T)                                      # one calibration sample of 16 tokens
+H4 = st4.hessian()                                          # (2/N) X Xᵀ with N = 1 sample
+U4, _ = inverse_cholesky(H4, 0.01)
+y_hat, x_hat = st4.d2_stats(16.0, "update")                # s = T = 16 (--auto-s); at s = 1500 it is ~0
+torch.set_printoptions(precision=3, sci_mode=False, linewidth=100)
+print("W =", W4, "\ndiag H =", torch.diag(H4), "\ndiag U =", torch.diag(U4), sep="\n")
+assert torch.allclose(H4, 2 * X4.T @ X4, rtol=1e-5)
+
+# %% [markdown]
+# Block 1 (columns 0–3): the score of every entry, the OBS part and the D² part side by side, and the mask
+# (the 8 lowest of the 16 scores are pruned).
+
+# %%
+obs_part = W4[:, :4].pow(2) / torch.diag(U4)[:4].pow(2)
+d2_part = d2_term(W4[:, :4], y_hat, x_hat[:4], 1.0, 0.0)
+score4 = obs_part + d2_part
+mask4 = lowest_overall(score4, 0.5)                          # True = pruned
+print("OBS part:", obs_part, "D² part:", d2_part, "pruned (block 1):", mask4.int(), sep="\n")
+print(f"the D² part is {float(d2_part.abs().max() / obs_part.abs().max()):.2%} of the OBS part at most here")
+
+# %% [markdown]
+# One column update: remove column 0's pruned entries and spread their error over columns 1–7 with row 0 of $U$:
+# $e = w_{:,0} \odot m_{:,0} / U_{00}$, then $W_{:,j} \leftarrow W_{:,j} - e\,U_{0j}$ for $j \ge 0$.
+
+# %%
+Wc = W4.clone()
+e0 = Wc[:, 0] * mask4[:, 0] / U4[0, 0]
+Wc -= e0[:, None] * U4[0][None, :]
+print("error of column 0:", e0, "W after column 0's update:", Wc, sep="\n")
+assert torch.allclose(Wc[:, 0][mask4[:, 0]], torch.zeros(int(mask4[:, 0].sum())), atol=1e-5)
+cfg4 = PruneConfig(method="d2-sparsegpt", sparsity=0.5, blocksize=4, s=16.0)
+W4_pkg = solve_linear("d2-sparsegpt", W4, st4, cfg4)[0]
+assert torch.equal(W4_pkg[:, :4] == 0, mask4)                # the package picks the very same block-1 mask
+print("the package's result for all 8 columns:", W4_pkg, sep="\n")
+
+# %% [markdown]
 # The model (`auto`: the paper's OPT-125M where it loads, else the embedded SmolLM2, and we say which) and the
 # block we will prune by hand.
 
