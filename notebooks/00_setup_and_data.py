@@ -106,8 +106,10 @@ display(Markdown(
     + ", ".join(f"`{k}` {v:,}" for k, v in test_tokens.items()) + " tokens, disjoint from calibration by article.\n"
     f"* `{model}` has {summary['parameters'] / 1e6:.1f} M parameters, {summary['prunable_parameters'] / 1e6:.1f} M "
     f"({summary['prunable_parameters'] / summary['parameters']:.0%}) of them in the block linears a pruner touches.\n"
-    f"* Dense perplexity on `{eval_data}` test: {ppl:.2f} over {win.ids.shape[0]} windows of {seqlen} tokens — the "
-    "number every pruned model in the later notebooks is compared with."))
+    f"* Dense perplexity on `{eval_data}` test: {ppl:.2f} over {win.ids.shape[0]} windows of {seqlen} tokens. "
+    "Perplexity depends on the window length and count, so it is the dense baseline of *this* protocol only: "
+    "each later notebook and result file evaluates the dense model under its own protocol and takes every "
+    "ratio against that one, naming it."))
 
 # %% [markdown]
 # **Discussion.**
