@@ -5,7 +5,6 @@ cache key, so a study interrupted half-way continues where it stopped, a noteboo
 script already measured, and a run made in-process, in a subprocess or on a Ray worker is the same run."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -16,8 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from d2p_helpers.notebook import dense_model
-from d2p_helpers.record import peak_rss_mb, versions, write_json
+from d2p_helpers.record import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 # git-ignored; `python -m studies.bench --import-records results/bench.json` seeds it from a results file.
@@ -75,6 +73,8 @@ class RunSpec:
                "--model", self.model, "--eval", ",".join(self.eval), "--seqlen", str(self.seqlen),
                "--eval-windows", str(self.eval_windows), "--seed", str(self.seed), "--dtype", self.dtype,
                "--device", self.device, "--out", str(out), "--no-progress", "--threads", "1"]
+        if self.attention_windows and self.method != "dense":    # against the model before pruning
+            cmd += ["--attention", "--attention-windows", str(self.attention_windows)]
         if self.method != "dense":
             cmd += ["--method", self.method, *setting_flags(self.setting), "--calib", self.calib,
                     "--nsamples", str(self.nsamples), *option_flags(dict(self.options))]
@@ -114,25 +114,18 @@ def store(rec: dict, cache_dir=None) -> dict:
 
 
 def _measure_in_process(spec: RunSpec, progress: bool) -> dict:
-    from d2p_helpers.attention import compare_attention
-    from d2p_helpers.data import eval_windows
-    from d2p_helpers.evaluate import perplexities
-    from d2p_helpers.prune import prune
-    base, tok = dense_model(spec.model)
-    model = copy.deepcopy(base)
-    t0 = time.perf_counter()
-    rec = {}
-    if spec.method != "dense":
-        rec.update(prune(model, spec.method, tokenizer=tok, progress=progress, **spec.prune_kwargs()).to_record())
-    rec["ppl"], rec["eval"] = perplexities(model, tok, list(spec.eval), spec.seqlen, spec.eval_windows,
-                                           progress=progress)
-    if spec.attention_windows:
-        win = eval_windows(tok, spec.eval[0], spec.seqlen, spec.attention_windows)
-        rec["attention"] = compare_attention(model, base, win.ids, progress=progress)
-    rec["versions"] = versions()
-    rec["seconds"] = time.perf_counter() - t0
-    rec["peak_rss_mb"] = peak_rss_mb()
-    return rec
+    """The same `d2p` run builder as the subprocess path (d2p_helpers.cli.run), called in this process: one
+    record shape whichever way a run was made."""
+    from d2p_helpers.cli import _check_common, build_parser
+    from d2p_helpers.cli import run as run_cli
+    argv = [a for a in spec.command(Path("unused.json"))[3:]]
+    i = argv.index("--out")
+    del argv[i:i + 2]                                     # nothing written: the cache stores the record
+    if progress:
+        argv.remove("--no-progress")
+    args = build_parser().parse_args(argv)
+    _check_common(args)
+    return run_cli(args)
 
 
 def _measure_as_process(spec: RunSpec) -> dict:

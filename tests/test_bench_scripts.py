@@ -144,3 +144,19 @@ def test_gpu_paper_protocol_dry_run_on_the_cpu_cuts_its_plan_to_the_budget_and_s
                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     if not __import__("torch").cuda.is_available():
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no CUDA GPU" in bad.stderr
+
+
+def test_a_run_has_one_record_shape_in_process_and_as_a_process(tmp_path):
+    """studies.runs.measure builds its record with the CLI's run builder either way: same keys, same protocol,
+    same perplexity (the tiny model is deterministic on one thread)."""
+    from studies.runs import RunSpec, measure
+    spec = RunSpec.make("wanda", "0.5", {"reconstruct": "cg"}, model="tiny-llama", nsamples=2, seqlen=32,
+                        eval=("wiki",), eval_windows=1, attention_windows=1)
+    inside, outside = measure(spec, in_process=True), measure(spec, in_process=False)
+    assert set(inside) == set(outside) and "protocol" in inside and "attention" in inside
+    def untimed(protocol):                     # the evaluation's seconds differ run to run
+        return {**protocol, "eval": {k: {x: y for x, y in v.items() if x != "seconds"}
+                                     for k, v in protocol["eval"].items()}}
+    assert untimed(inside["protocol"]) == untimed(outside["protocol"]) and inside["options"] == outside["options"]
+    assert inside["ppl"]["wiki"] == pytest.approx(outside["ppl"]["wiki"], rel=1e-6)
+    assert [r["zeros"] for r in inside["per_layer"]] == [r["zeros"] for r in outside["per_layer"]]
