@@ -30,13 +30,13 @@ class BlockInputs:
             yield start, x, self.kwargs_by_batch[x.shape[0]]
 
 
-def _move(obj, device):
+def move_to(obj, device):
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
     if isinstance(obj, (tuple, list)):
-        return type(obj)(_move(o, device) for o in obj)
+        return type(obj)(move_to(o, device) for o in obj)
     if isinstance(obj, dict):
-        return {k: _move(v, device) for k, v in obj.items()}
+        return {k: move_to(v, device) for k, v in obj.items()}
     return obj
 
 
@@ -57,7 +57,7 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, samples: list[
         for key in ("past_key_values", "past_key_value", "cache"):
             if key in kw:
                 kw[key] = None
-        kwargs_by_batch.setdefault(hidden.shape[0], _move(kw, store_device))
+        kwargs_by_batch.setdefault(hidden.shape[0], move_to(kw, store_device))
         raise _Stop
 
     handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -80,7 +80,7 @@ def run_block(block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = 
     device = device or inputs.hidden.device
     with torch.no_grad():
         for start, x, kw in inputs.batches():
-            y = block(x.to(device), **_move(kw, device))
+            y = block(x.to(device), **move_to(kw, device))
             if isinstance(y, tuple):
                 y = y[0]
             out[start:start + x.shape[0]] = y.to(out.device)

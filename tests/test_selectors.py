@@ -18,14 +18,14 @@ def test_selector_gives_a_valid_choice_per_layer(name, selector):
     assert [r["name"].split(".")[-1][0] for r in frozen_rows] == rep.frozen_per_layer
     if selector == "auto:ppl":
         assert len(set(rep.frozen_per_layer)) == 1 and rep.selector_seconds > 0
-        assert rep.config["selector_log"]["validation"]["source"] == "news:val"
+        assert rep.selector_log["validation"]["source"] == "news:val"
 
 
 def test_auto_kl_with_rho_zero_picks_lowest_reconstruction_error():
     model, tok = tiny("tiny-llama", seed=1)
     rep = prune(model, "d2prune", sparsity=0.6, nsamples=4, seqlen=64, tokenizer=tok, frozen="auto:kl", rho=0.0,
                 progress=False)
-    for entry in rep.config["selector_log"]:
+    for entry in rep.selector_log:
         errs = {r: s["rel_error"] for r, s in entry["scores"].items()}
         assert entry["chosen"] == min(errs, key=errs.get)
         assert all(s["kl"] >= 0 for s in entry["scores"].values())

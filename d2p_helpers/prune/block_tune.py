@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ..calibration import _move
+from ..calibration import move_to
 
 
 def _loss(block, chunks, inputs, targets, device) -> torch.Tensor:
@@ -22,7 +22,7 @@ def _loss(block, chunks, inputs, targets, device) -> torch.Tensor:
     num = torch.zeros((), device=device)
     den = torch.zeros((), device=device)
     for start, x, kw in chunks:
-        y = block(x.to(device), **_move(kw, device))
+        y = block(x.to(device), **move_to(kw, device))
         y = y[0] if isinstance(y, tuple) else y
         t = targets[start:start + x.shape[0]].to(device)
         num = num + (y.float() - t.float()).pow(2).sum()

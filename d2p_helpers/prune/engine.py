@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration import (BlockInputs, _move, attach_stats, capture_block_inputs, capture_linear_inputs,
+from ..calibration import (BlockInputs, move_to, attach_stats, capture_block_inputs, capture_linear_inputs,
                            run_block)
 from ..masks import is_valid_n_of_m, sparsity_of
 from ..models import get_adapter
@@ -26,6 +26,23 @@ from .d2prune import frozen_roles
 from .magnitude import prune_magnitude
 from .methods import METHODS, METHODS_BY_NAME, solve_linear, solver_plan, unit_plan  # noqa: F401  (re-exported)
 
+
+
+@dataclass
+class BlockContext:
+    """What a per-block frozen-projection policy sees (auto:kl, auto:outlier): the block as the engine holds it,
+    its linears and q/k/v names, the statistics of this pass, the calibration inputs, the block's outputs before
+    pruning, and where its attention module is (from the adapter, never rebuilt from names)."""
+    index: int
+    block: object
+    linears: dict
+    qkv: dict
+    stats: dict
+    inputs: object
+    dense_out: object
+    cfg: PruneConfig
+    device: object
+    attention_path: str
 
 
 @dataclass
@@ -41,7 +58,7 @@ class PruneReport:
     selector_seconds: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
     block_tune: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    selector_log: list | dict | None = None     # what a frozen-projection policy measured and chose
 
     @property
     def achieved_sparsity(self) -> float:
@@ -60,8 +77,9 @@ class PruneReport:
                 "prune_seconds": self.prune_seconds, "forward_seconds": self.forward_seconds,
                 "floor_ratio": self.floor_ratio, "selector_seconds": self.selector_seconds,
                 "stage_seconds": self.stage_seconds, "frozen_per_layer": self.frozen_per_layer,
-                "block_sparsity": self.block_sparsity, "per_layer": self.per_layer, "notes": self.notes,
-                **({"block_tune": self.block_tune} if self.block_tune else {})}
+                "block_sparsity": self.block_sparsity, "per_layer": self.per_layer,
+                **({"block_tune": self.block_tune} if self.block_tune else {}),
+                **({"selector_log": self.selector_log} if self.selector_log is not None else {})}
 
 
 def relative_error(old: torch.Tensor, new: torch.Tensor, gram: torch.Tensor | None,
@@ -176,7 +194,7 @@ def block_units(adapter, block) -> dict[str, tuple[str, slice | None]]:
 @torch.no_grad()
 def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_info=None,
                 progress: bool = True, choose_frozen=None) -> PruneReport:
-    """Prune `model` in place. `choose_frozen(index, ctx) -> role-set` overrides the fixed choice."""
+    """Prune `model` in place. `choose_frozen(BlockContext) -> role-set` overrides the fixed choice per block."""
     cfg.validate()
     check_model(model, cfg)
     adapter, t_start = get_adapter(model), time.perf_counter()
@@ -235,8 +253,8 @@ def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_froze
                 time.perf_counter() - ts
         if choose_frozen is not None:      # one group (validated): q/k/v's statistics are in this pass
             ts = time.perf_counter()
-            frozen = choose_frozen(index, {"block": block, "linears": linears, "qkv": qkv, "stats": stats,
-                                           "inputs": inputs, "dense_out": outputs, "cfg": cfg, "device": device})
+            frozen = choose_frozen(BlockContext(index, block, linears, qkv, stats, inputs, outputs, cfg, device,
+                                                adapter.attention_path(block)))
             report.selector_seconds += time.perf_counter() - ts
         group_units = [u for u, (name, _) in units.items() if name in group]
         plan = unit_plan(cfg.method, group_units, qkv, frozen)
@@ -279,7 +297,7 @@ def input_groups(block, linears: dict, inputs, device) -> list[list[str]]:
                for name, lin in linears.items()]
     try:
         _start, x, kw = next(iter(inputs.batches()))
-        block(x.to(device), **_move(kw, device))
+        block(x.to(device), **move_to(kw, device))
     finally:
         for h in handles:
             h.remove()
@@ -307,7 +325,7 @@ def _block_stats(block, linears, inputs, outputs, cfg, device, dense, dense_bloc
         handles += capture_linear_inputs({n: dense_linears[n] for n in linears}, store)
     try:
         for start, x, kw in inputs.batches():
-            kw = _move(kw, device)
+            kw = move_to(kw, device)
             if dense_block is not None:
                 yd = dense_block(dense.hidden[start:start + x.shape[0]].to(device), **kw)
                 yd = yd[0] if isinstance(yd, tuple) else yd

@@ -13,10 +13,10 @@ import time
 import torch
 
 from ..attention import attention_kl, capture_attention_modules, causal_mask, eager_attention
-from ..calibration import _move
+from ..calibration import move_to
 from .config import OUTLIER_DEFS, SELECTORS, PruneError
 from .d2prune import d2_wanda_score
-from .engine import run_pruning
+from .engine import BlockContext, run_pruning
 from .methods import solve_linear
 
 KL_SAMPLES = 8   # calibration windows used to score each candidate in auto:kl
@@ -42,33 +42,31 @@ def outlier_ratio(weight: torch.Tensor, stats, cfg, definition: str) -> float:
     return float((s > mult * s.mean()).float().mean())
 
 
-def choose_by_outlier(index, ctx, log):
-    cfg = ctx["cfg"]
-    ratios = {r: outlier_ratio(ctx["linears"][n].weight, ctx["stats"][n], cfg, cfg.outlier_def)
-              for r, n in ctx["qkv"].items()}
+def choose_by_outlier(ctx: BlockContext, log: list) -> set[str]:
+    cfg = ctx.cfg
+    ratios = {r: outlier_ratio(ctx.linears[n].weight, ctx.stats[n], cfg, cfg.outlier_def) for r, n in ctx.qkv.items()}
     role = max(ratios, key=ratios.get)
-    log.append({"block": index, "ratios": ratios, "chosen": role})
+    log.append({"block": ctx.index, "ratios": ratios, "chosen": role})
     return {role}
 
 
 @torch.no_grad()
-def choose_by_kl(index, ctx, log, model, causal: bool):
+def choose_by_kl(ctx: BlockContext, log: list, model, causal: bool) -> set[str]:
     """Try freezing q, k, v in turn on this block; keep the lowest error + rho * KL."""
-    cfg, block, linears, qkv, stats = ctx["cfg"], ctx["block"], ctx["linears"], ctx["qkv"], ctx["stats"]
-    attn_path = qkv["q"].rsplit(".", 1)[0]
-    attn = block.get_submodule(attn_path)
-    attn_linears = [n for n in linears if n.startswith(attn_path + ".")]
+    cfg, block, linears, qkv, stats = ctx.cfg, ctx.block, ctx.linears, ctx.qkv, ctx.stats
+    attn = block.get_submodule(ctx.attention_path)
+    attn_linears = [n for n in linears if n.startswith(ctx.attention_path + ".")]
     originals = {n: linears[n].weight.detach().clone() for n in attn_linears}
-    batches = list(ctx["inputs"].batches())[:max(1, KL_SAMPLES // ctx["inputs"].batch_size)]
+    batches = list(ctx.inputs.batches())[:max(1, KL_SAMPLES // ctx.inputs.batch_size)]
 
     def run_attention():
         outs = []
         with capture_attention_modules([attn]) as store:
             for _start, x, kw in batches:
-                kw = _move(kw, ctx["device"])
+                kw = move_to(kw, ctx.device)
                 if causal:
-                    kw = {**kw, "attention_mask": causal_mask(x.shape[1], x.dtype, ctx["device"])}
-                block(x.to(ctx["device"]), **kw)
+                    kw = {**kw, "attention_mask": causal_mask(x.shape[1], x.dtype, ctx.device)}
+                block(x.to(ctx.device), **kw)
                 outs.append(store[0])
         return outs
 
@@ -90,7 +88,7 @@ def choose_by_kl(index, ctx, log, model, causal: bool):
             for n in attn_linears:
                 linears[n].weight.data.copy_(originals[n])
     role = min(scores, key=lambda r: scores[r]["objective"])
-    log.append({"block": index, "scores": scores, "chosen": role})
+    log.append({"block": ctx.index, "scores": scores, "chosen": role})
     return {role}
 
 
@@ -107,16 +105,15 @@ def run_with_selector(model, cfg, tokenizer=None, samples=None, progress=True):
     if cfg.frozen == "auto:outlier":
         log = []
         report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
-                             choose_frozen=lambda i, ctx: choose_by_outlier(i, ctx, log))
-        report.config["selector_log"] = log
+                             choose_frozen=lambda ctx: choose_by_outlier(ctx, log))
+        report.selector_log = log
         return report
     if cfg.frozen == "auto:kl":
-        from ..models import get_adapter
-        causal = get_adapter(model).kind == "decoder"
+        causal = adapter.kind == "decoder"
         log = []
         report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
-                             choose_frozen=lambda i, ctx: choose_by_kl(i, ctx, log, model, causal))
-        report.config["selector_log"] = log
+                             choose_frozen=lambda ctx: choose_by_kl(ctx, log, model, causal))
+        report.selector_log = log
         return report
     return _choose_by_val_ppl(model, cfg, tokenizer, samples, progress)
 
@@ -146,6 +143,6 @@ def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
     model.load_state_dict(trial.state_dict())
     report.selector_seconds = time.perf_counter() - t0 - report.prune_seconds
     report.config["frozen"] = "auto:ppl"
-    report.config["selector_log"] = {"validation": val.describe(), "val_ppl": results, "chosen": role}
+    report.selector_log = {"validation": val.describe(), "val_ppl": results, "chosen": role}
     return report
 
