@@ -53,3 +53,11 @@ def caption(**protocol) -> str:
     items = [f"{k}={v_}" for k, v_ in protocol.items()]
     items.append(f"torch {v.get('torch')}, transformers {v.get('transformers')}")
     return "; ".join(items)
+
+
+def answers(items: list[str]) -> None:
+    """The Discussion's answers as one collapsed block (HTML <details>: JupyterLab and GitHub render it closed),
+    so a group can think first; items are Markdown, with numbers computed by the calling notebook."""
+    from IPython.display import Markdown, display
+    body = "\n".join(f"{i}. {text}" for i, text in enumerate(items, 1))
+    display(Markdown(f"<details><summary><b>Answers</b> (click to open)</summary>\n\n{body}\n\n</details>"))

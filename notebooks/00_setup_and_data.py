@@ -120,6 +120,15 @@ display(Markdown(
 # **What to try next.** Set `seqlen=256` (the benchmark's windows) and compare the dense perplexity; set
 # `eval_data="news"`; then open notebook 01 for the derivation of the score, or 03 to prune.
 
+
+# %%
+notebook.answers([
+    f"{1 - summary['prunable_parameters'] / summary['parameters']:.0%} of `{model}` stays dense: the embeddings "
+    "(here tied to the LM head) and the norms. Every token's input and output passes through them, so an error "
+    "there reaches every position, and they are a small share of a 7B model; the papers prune the block linears.",
+    "Down, usually: a longer window gives each prediction more context, so the mean next-token loss falls. The "
+    "same model has different dense perplexities at different $L$ — compare this one with `seqlen=256`."])
+
 # %%
 notebook.finish(out, "00_setup_and_data",
                 {"model": model, "eval_data": eval_data, "seqlen": seqlen, "eval_windows": eval_windows, "seed": seed},

@@ -398,6 +398,16 @@ print(f"wrote {verdicts_path}: {len(claims)} claims")
 # run notebook 02 at its defaults first so the δx row reads its record; on a GPU with OPT-125M,
 # `studies/paper_protocol.py` produces the paper's own table.
 
+
+# %%
+one_seed = [c["claim"] for c in claims if "(n = 1)" in c["ours (± seed noise)"] or "one seed" in c["verdict"]]
+notebook.answers([
+    "Those about N-dependent effects: the D² term grows with N (authors' sums), so the Table 2 rows and the "
+    "paper-N Table 1 row could move at N = 128 on OPT-125M; the δx verdict should not, since its control shows the "
+    "fit does not see texts at all.",
+    f"The claims that still rest on one seed somewhere: {'; '.join(one_seed) or 'none'}; the paper-N rows first, "
+    "where every setting had one seed when this ran (see `results/bench_paper_n.md`)."])
+
 # %%
 notebook.finish(out, "14_paper_claims",
                 {"results_dir": results_dir, "eval_data": eval_data, "lambda_record": lambda_record,
