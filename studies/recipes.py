@@ -257,21 +257,14 @@ COST_SETTINGS, COST_REPEATS = ("0.5", "0.7", "2:4"), 1
 def cost_study() -> dict:
     """The preset's prune time ÷ SparseGPT's, measured in one process, interleaved, one thread, seed 0:
     the ratio across separate runs on a shared machine is too noisy to hold a 2x target against."""
-    import copy
-    import time
     from d2p_helpers.models import load_model
-    from d2p_helpers.prune import prune
+    from studies.timing import interleaved
     dense, tok = load_model(PROTOCOL["model"])
-    seconds = {s: {"sparsegpt": [], PRESET: []} for s in COST_SETTINGS}
-    for _ in range(COST_REPEATS):
-        for s in COST_SETTINGS:
-            for label in seconds[s]:
-                kwargs = spec(label, s, 0).prune_kwargs()
-                t0 = time.perf_counter()
-                rep = prune(copy.deepcopy(dense), configs(s)[label][0], tokenizer=tok, progress=False, **kwargs)
-                seconds[s][label].append({"wall": time.perf_counter() - t0, "prune": rep.prune_seconds,
-                                          "stages": dict(rep.stage_seconds)})
-                print(s, label, seconds[s][label][-1], flush=True)
+    jobs = {(s, label): {"method": configs(s)[label][0], **spec(label, s, 0).prune_kwargs()}
+            for s in COST_SETTINGS for label in ("sparsegpt", PRESET)}
+    timed = interleaved(dense, tok, jobs, COST_REPEATS)
+    seconds = {s: {label: [{"wall": r["wall"], "prune": r["prune_seconds"], "stages": r["stages"]}
+                           for r in timed[(s, label)]] for label in ("sparsegpt", PRESET)} for s in COST_SETTINGS}
     ratio = {s: statistics.mean(r["prune"] for r in v[PRESET]) / statistics.mean(r["prune"] for r in v["sparsegpt"])
              for s, v in seconds.items()}
     out = {"protocol": {**PROTOCOL, "seed": 0, "repeats": COST_REPEATS, "threads": 1}, "seconds": seconds,

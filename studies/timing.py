@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,17 +21,29 @@ from d2p_helpers.record import versions, write_json, write_text  # noqa: E402
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256, "seed": 0, "sparsity": 0.5,
             "repeats": 2, "threads": torch.get_num_threads()}
 
+def interleaved(dense, tok, jobs: dict, repeats: int) -> dict:
+    """Each job (key -> prune() keyword arguments, method included) on a fresh copy of `dense`, all jobs once per
+    repeat, in this process: ratios between jobs are then measured under the same conditions (the one timing
+    loop of the studies; recipes.cost_study uses it too)."""
+    out = {key: [] for key in jobs}
+    for _ in range(repeats):
+        for key, kwargs in jobs.items():
+            t0 = time.perf_counter()
+            rep = prune(copy.deepcopy(dense), tokenizer=tok, progress=False, **kwargs)
+            out[key].append({"wall": time.perf_counter() - t0, "prune_seconds": rep.prune_seconds,
+                             "forward_seconds": rep.forward_seconds, "floor_ratio": rep.floor_ratio,
+                             "stages": dict(rep.stage_seconds)})
+            print(key, out[key][-1], flush=True)
+    return out
+
+
 if __name__ == "__main__":
     p = PROTOCOL
     dense, tok = load_model(p["model"])
-    runs = {"sparsegpt": [], "d2prune": [], "wanda": []}
-    for _ in range(p["repeats"]):
-        for method in runs:
-            rep = prune(copy.deepcopy(dense), method, sparsity=p["sparsity"], calib=p["calib"], nsamples=p["nsamples"],
-                        seqlen=p["seqlen"], seed=p["seed"], tokenizer=tok, progress=False)
-            runs[method].append({"prune_seconds": rep.prune_seconds, "forward_seconds": rep.forward_seconds,
-                                 "floor_ratio": rep.floor_ratio})
-            print(method, runs[method][-1], flush=True)
+    jobs = {m: dict(method=m, sparsity=p["sparsity"], calib=p["calib"], nsamples=p["nsamples"], seqlen=p["seqlen"],
+                    seed=p["seed"]) for m in ("sparsegpt", "d2prune", "wanda")}
+    runs = {m: [{k: r[k] for k in ("prune_seconds", "forward_seconds", "floor_ratio")} for r in rs]
+            for m, rs in interleaved(dense, tok, jobs, p["repeats"]).items()}
     mean = {m: statistics.mean(r["prune_seconds"] for r in rs) for m, rs in runs.items()}
     floor = {m: statistics.mean(r["floor_ratio"] for r in rs) for m, rs in runs.items()}
     out = {"protocol": p, "runs": runs, "mean_prune_seconds": mean, "mean_floor_ratio": floor,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,3 +161,17 @@ def test_a_run_has_one_record_shape_in_process_and_as_a_process(tmp_path):
     assert untimed(inside["protocol"]) == untimed(outside["protocol"]) and inside["options"] == outside["options"]
     assert inside["ppl"]["wiki"] == pytest.approx(outside["ppl"]["wiki"], rel=1e-6)
     assert [r["zeros"] for r in inside["per_layer"]] == [r["zeros"] for r in outside["per_layer"]]
+
+
+def test_the_one_timing_loop_interleaves_jobs_on_fresh_copies():
+    from d2p_helpers.models import load_model
+    from studies.timing import interleaved
+    dense, tok = load_model("tiny-llama")
+    before = [p.detach().clone() for p in dense.parameters()]
+    jobs = {"a": dict(method="wanda", sparsity=0.5, nsamples=2, seqlen=32),
+            "b": dict(method="sparsegpt", pattern="2:4", nsamples=2, seqlen=32, reconstruct="cg")}
+    out = interleaved(dense, tok, jobs, repeats=2)
+    assert {k: len(v) for k, v in out.items()} == {"a": 2, "b": 2}
+    assert all(r["wall"] >= r["prune_seconds"] > 0 for rs in out.values() for r in rs)
+    assert "reconstruct" in out["b"][0]["stages"] and out["a"][0]["stages"] == {}
+    assert all(torch.equal(a, b) for a, b in zip(before, dense.parameters()))      # the dense model untouched
