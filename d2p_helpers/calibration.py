@@ -198,22 +198,9 @@ class LinearStats:
         return (self.inp.sq / self.inp.tokens - self.x_mean() ** 2).clamp_min(0)
 
     def d2_stats(self, s: float, path: str, norm: str = "authors") -> tuple[torch.Tensor, torch.Tensor]:
-        """(y_hat, x_hat) for the D² term.
-
-        authors: k/N-weighted sums divided by s, as in the released code (they grow with N).
-        mean:    per-sample means of the norms, times a constant that equals the authors'
-                 strength at N = 128; the term then keeps its size relative to the OBS/Wanda
-                 term whatever N and L are (a mean of norms grows like sqrt(L), like sqrt(H_jj))."""
-        n, inp = self.n, self.inp
-        if norm == "authors":
-            x = (inp.x_sqrt2k if path == "update" else inp.x_k) / (n * s)
-            return self.y_k / (n * s), x
-        if norm == "mean":
-            ref = 128
-            y_scale = (ref + 1) / 2 / s
-            x_scale = (sum(math.sqrt(2 * k) for k in range(1, ref + 1)) / ref if path == "update" else (ref + 1) / 2) / s
-            return self.y_sum / n * y_scale, inp.x_sum / n * x_scale
-        raise ValueError(f"d2_norm must be 'authors' or 'mean', got '{norm}'")
+        """(y_hat, x_hat) for the D² term: the formula lives with the score, in prune/d2prune.py."""
+        from .prune.d2prune import d2_norms
+        return d2_norms(self, s, path, norm)
 
 
 def attach_stats(linears: dict[str, nn.Linear], gram: set[str], d2: set[str], device,
