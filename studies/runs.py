@@ -130,6 +130,7 @@ def _measure_in_process(spec: RunSpec, progress: bool) -> dict:
 
 def _measure_as_process(spec: RunSpec) -> dict:
     out = CACHE.parent / "runs_partial" / f"{spec.key}.{os.getpid()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)       # `d2p --out` wants its folder to exist
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     res = subprocess.run(spec.command(out), capture_output=True, text=True, cwd=ROOT, env=env,
                          preexec_fn=_die_with_parent)
