@@ -11,8 +11,29 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-METHOD_COLORS = {"dense": "#444444", "magnitude": "#bbbbbb", "wanda": "#4c72b0", "sparsegpt": "#dd8452",
-                 "d2-wanda": "#64b5cd", "d2-sparsegpt": "#c44e52", "d2prune": "#55a868"}
+# One colour per method in every figure (a label not listed here gets one from `method_color`'s palette, the
+# same for the same label in every figure of a process). Wanda / D²-Wanda and SparseGPT / D²-SparseGPT are
+# light/dark pairs of one hue, so the D² variant reads as a variant.
+METHOD_COLORS = {"dense": "#444444", "magnitude": "#bbbbbb", "wanda": "#6baed6", "d2-wanda": "#08519c",
+                 "sparsegpt": "#fdae6b", "d2-sparsegpt": "#d94801", "d2prune": "#31a354", "d2prune-noqkv": "#756bb1",
+                 "ria": "#e7298a", "recipe": "#a6761d", "preset": "#a6761d"}
+_ASSIGNED: dict = {}
+
+
+def method_color(label: str) -> str:
+    """The colour of a method or configuration label: METHOD_COLORS where listed, else the colour of
+    matplotlib's tab20/tab20b/tab20c palettes farthest from every colour already in use, kept for that label
+    (so a figure with twenty configurations has twenty colours that can be told apart)."""
+    if label in METHOD_COLORS:
+        return METHOD_COLORS[label]
+    if label not in _ASSIGNED:
+        from matplotlib import colormaps
+        from matplotlib.colors import to_hex, to_rgb
+        used = [to_rgb(c) for c in (*METHOD_COLORS.values(), *_ASSIGNED.values())]
+        candidates = [colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+        best = max(candidates, key=lambda c: min(sum((a - b) ** 2 for a, b in zip(c[:3], u)) for u in used))
+        _ASSIGNED[label] = to_hex(best)
+    return _ASSIGNED[label]
 
 
 def style() -> None:

@@ -161,14 +161,14 @@ obs_family = [m for m in ["d2-sparsegpt", "d2prune", "d2prune, D² off", "d2prun
 fig, (ax, rel) = plt.subplots(1, 2, figsize=(13, 4.2))
 for m in [m for m in methods if m != "magnitude" and m in runs]:
     ys, es = zip(*[mean_std(m, s, eval_data) for s in settings])
-    ax.errorbar(settings, ys, yerr=es, marker="o", capsize=3, label=m, color=plots.METHOD_COLORS.get(m))
+    ax.errorbar(settings, ys, yerr=es, marker="o", capsize=3, label=m, color=plots.method_color(m))
 ax.axhline(dense[eval_data], color="#444444", ls="--", lw=1, label="dense")
 ax.set_yscale("log"), ax.set_xlabel("sparsity / pattern"), ax.set_ylabel(f"{eval_data} perplexity (log)")
 ax.set_title("Perplexity by method (magnitude left out)"), ax.legend(fontsize=7, ncol=2)
 for m in obs_family:
     r = [vs_sparsegpt(m, s, eval_data) for s in settings]
     rel.errorbar(settings, [x["mean"] if x else float("nan") for x in r], yerr=[(x or {}).get("se") or 0 for x in r],
-                 marker="o" if "," not in m else "s", capsize=3, label=m, color=variant_colors.get(m, plots.METHOD_COLORS.get(m)))
+                 marker="o" if "," not in m else "s", capsize=3, label=m, color=variant_colors.get(m, plots.method_color(m)))
 paper = [opt125m_ppl(s) for s in settings]
 rel.plot(settings, [p["D2Prune"] / p["SparseGPT"] if p else float("nan") for p in paper], "k*", ms=10, label="paper OPT-125M D²Prune")
 rel.axhline(1, color=plots.METHOD_COLORS["sparsegpt"], lw=1.5, label="sparsegpt")

@@ -89,7 +89,7 @@ fig, ax = plt.subplots(figsize=(9, 3.6))
 width = 0.8 / len(results)
 for i, (name, r) in enumerate(results.items()):
     vals = [v["acc_norm"] if v["acc_norm"] is not None else v["acc"] for v in r["zeroshot"].values()]
-    ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=name, color=plots.METHOD_COLORS.get(name))
+    ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=name, color=plots.method_color(name))
 ax.scatter(np.arange(len(tasks)) + 0.4 - width / 2, [zeroshot.chance(t) for t in tasks], marker="_", s=300,
            color="k", label="chance")
 ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20), ax.set_ylabel("acc_norm (else acc)")

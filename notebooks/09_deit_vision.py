@@ -75,10 +75,10 @@ assert results["dense"]["cls_cosine"] > 0.999
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for method in methods:
     axes[0].plot(sparsities, [results[f"{method}@{s}"][f"{metric}_pruned"] for s in sparsities], marker="o",
-                 label=f"ours: {method}", color=plots.METHOD_COLORS.get(method))
+                 label=f"ours: {method}", color=plots.method_color(method))
     paper = {"wanda": "Wanda", "sparsegpt": "SparseGPT", "d2prune": "D2Prune"}[method]
     axes[1].plot([0.6, 0.8], [DEIT_ACC["60"][paper], DEIT_ACC["80"][paper]], marker="s", ls="--",
-                 label=f"paper DeiT: {paper}", color=plots.METHOD_COLORS.get(method))
+                 label=f"paper DeiT: {paper}", color=plots.method_color(method))
 axes[0].axhline(results["dense"][f"{metric}_dense"], color="#444", ls=":", label="dense")
 axes[1].axhline(DEIT_ACC["Dense"], color="#444", ls=":", label="dense")
 axes[0].set_title(f"ours: ViT-S/14, {data}, {metric}"), axes[1].set_title("paper: DeiT, ImageNet-1K top-1 (%)")

@@ -89,7 +89,7 @@ display(Markdown(f"Dense: ppl {dense_ppl:.2f}, zero-shot {study['dense']['zerosh
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for r in rows:
-    axes[0].plot(r["losses"], lw=1, label=f"{r['method']} {r['setting']}", color=plots.METHOD_COLORS.get(r["method"]),
+    axes[0].plot(r["losses"], lw=1, label=f"{r['method']} {r['setting']}", color=plots.method_color(r["method"]),
                  ls="-" if ":" not in r["setting"] else "--")
 labels = [f"{r['method']}\n{r['setting']}" for r in rows]
 axes[1].bar([i - 0.2 for i in range(len(rows))], [r["before"]["ppl"] for r in rows], 0.4, label="pruned")

@@ -291,6 +291,7 @@ def figure(tab: dict) -> None:
                   if label in tab[s] else None for s in settings]
             ax.bar([x + i * width for x in range(len(settings))], [r["mean"] if r else float("nan") for r in pr],
                    width, yerr=[(r["std"] or 0) if r else 0 for r in pr], capsize=2, label=label,
+                   color=plots.method_color(label),
                    hatch="//" if label == PRESET else None)
         ax.axhline(1, color="k", lw=1)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(settings))], settings)

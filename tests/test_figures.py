@@ -54,3 +54,18 @@ def test_recipes_figure_reads(drawn):
     from studies import recipes
     recipes.figure(recipes.table() or json.loads((ROOT / "results" / "recipes.json").read_text())["table"])
     assert drawn and overlapping_texts(drawn[-1]) == []
+
+
+def test_one_colour_per_method_across_figures():
+    from d2p_helpers.plots import method_color
+    from d2p_helpers.prune.methods import METHODS as METHOD_NAMES
+    from studies import recipes
+    from matplotlib.colors import to_rgb
+    labels = list(METHOD_NAMES) + ["dense", "d2prune-noqkv", "recipe"]
+    labels += [k for k in recipes.configs("0.7") if k not in labels and k != "preset"]   # the recipe figure's bars
+    rgb = {k: [255 * c for c in to_rgb(method_color(k))] for k in labels}
+    close = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]
+             if sum((x - y) ** 2 for x, y in zip(rgb[a], rgb[b])) ** 0.5 < 40]
+    assert close == [], close                                                  # no two labels look alike
+    configs = labels
+    assert method_color(configs[0]) == method_color(configs[0])               # stable within a process
