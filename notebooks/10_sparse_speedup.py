@@ -57,6 +57,19 @@ timing = speed.time_gemms(tokens) if torch.cuda.is_available() else {"skipped": 
 print(timing)
 
 # %% [markdown]
+# ## On a GPU: the paper's calibration size and the timings
+#
+# `studies/gpu_paper_protocol.py` runs the paper-N table's methods at 128 × 2048 and the 2:4 GEMM timings on a
+# lent GPU, in one prepared run, and writes `results/gpu.md`. Shown here when it has run.
+
+# %%
+gpu_results = Path("../results/gpu.md")
+if gpu_results.exists():
+    display(Markdown(gpu_results.read_text()))
+else:
+    print("results/gpu.md: not measured yet (no GPU run so far); `python -m studies.gpu_paper_protocol` writes it")
+
+# %% [markdown]
 # ## What we learned
 
 # %%
