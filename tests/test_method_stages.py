@@ -13,7 +13,8 @@ STAGES = ([("refine", {"refine": r}) for r in REFINE if r != "none"]
           + [("reconstruct", {"reconstruct": r}) for r in RECONSTRUCT if r != "none"]
           + [("reconstruct", {"reconstruct": r, "reconstruct_target": "dense"}) for r in RECONSTRUCT if r != "none"]
           + [("correct", {"correct": "scale"}), ("layer_sparsity", {"layer_sparsity": "owl"}),
-             ("sequential", {"sequential": True}), ("block_tune", {"block_tune": 4, "nsamples": 8})])
+             ("sequential", {"sequential": True}), ("block_tune", {"block_tune": 4, "nsamples": 8}),
+             ("calib", {"calib": "news+self"})])
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,11 @@ def test_each_stage_runs_or_is_refused(method, stage, tiny_llama):
         with pytest.raises(PruneError) as exc:
             prune(model, method, tokenizer=tok, **kwargs)
         assert "uses no calibration data" in str(exc.value) and "\n" not in str(exc.value)
+        return
+    if key == "calib":                          # the mixture is drawn, recorded and used
+        report = prune(model, method, tokenizer=tok, **kwargs)
+        assert report.calibration["source"] == "news+self" and report.calibration["self_generated"]["seed"] == 0
+        assert report.calibration["windows"] == 2 and len(report.calibration["ids_sha1"]) == 16
         return
     report = prune(model, method, tokenizer=tok, **kwargs)
     rows = report.per_layer

@@ -198,5 +198,7 @@ class PruneConfig:
             raise PruneError(f"ria_a must be >= 0, got {self.ria_a}")
         if not METHODS_BY_NAME[self.method].uses_data and self.stages:
             raise PruneError(f"{self.method} uses no calibration data; refine, reconstruct and owl need it")
+        if not METHODS_BY_NAME[self.method].uses_data and self.calib != PruneConfig.calib:
+            raise PruneError(f"{self.method} uses no calibration data; calib '{self.calib}' would be ignored")
         if self.reconstruct_frozen and (not METHODS_BY_NAME[self.method].frozen_solver or self.reconstruct == "none"):
             raise PruneError("reconstruct_frozen applies to method d2prune with reconstruct exact or cg")
