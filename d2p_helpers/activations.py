@@ -8,14 +8,14 @@ from tqdm.auto import tqdm
 @torch.no_grad()
 def block_inputs(model, ids: torch.Tensor, progress: bool = True) -> list[torch.Tensor]:
     """Residual-stream input of every block for each window: list over layers of [n, T, D] (fp32)."""
-    per_layer = None
+    per_block = None
     for w in tqdm(ids, desc="activations", disable=not progress, leave=False):
         hs = model(input_ids=w[None], output_hidden_states=True, use_cache=False).hidden_states[:-1]
-        if per_layer is None:
-            per_layer = [[] for _ in hs]
+        if per_block is None:
+            per_block = [[] for _ in hs]
         for i, h in enumerate(hs):
-            per_layer[i].append(h[0].float())
-    return [torch.stack(x) for x in per_layer]
+            per_block[i].append(h[0].float())
+    return [torch.stack(x) for x in per_block]
 
 
 def magnitude(x: torch.Tensor, kind: str = "dim_l2_mean") -> torch.Tensor:

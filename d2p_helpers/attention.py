@@ -98,7 +98,7 @@ def compare_attention(pruned, dense, windows, progress: bool = True) -> dict:
     """Per-layer attention KL / RMSE / long tail of `pruned` against `dense`.
 
     `windows`: token windows [n, T] (language models) or a list of model-input dicts (e.g. pixel_values)."""
-    per_layer, logit_kl, n = None, 0.0, 0
+    per_block, logit_kl, n = None, 0.0, 0
     device = next(dense.parameters()).device
     with eager_attention(pruned), eager_attention(dense):
         mods_p, mods_d = attention_modules(pruned), attention_modules(dense)
@@ -112,13 +112,13 @@ def compare_attention(pruned, dense, windows, progress: bool = True) -> dict:
             if "input_ids" in batch:
                 logit_kl += float(attention_kl(F.softmax(op.logits.float(), -1), F.softmax(od.logits.float(), -1)).mean())
             rows = layer_rows(sp, sd)
-            per_layer = rows if per_layer is None else [{k: a[k] + b[k] for k in a} for a, b in zip(per_layer, rows)]
+            per_block = rows if per_block is None else [{k: a[k] + b[k] for k in a} for a, b in zip(per_block, rows)]
             n += 1
-    per_layer = [{"layer": i, **{k: v / n for k, v in r.items()}} for i, r in enumerate(per_layer)]
-    for r in per_layer:
+    per_block = [{"block": i, **{k: v / n for k, v in r.items()}} for i, r in enumerate(per_block)]
+    for r in per_block:
         r["rmse"] = r.pop("mse") ** 0.5
-    return {"per_layer": per_layer, "mean_kl": sum(r["kl"] for r in per_layer) / len(per_layer),
-            "mean_rmse": sum(r["rmse"] for r in per_layer) / len(per_layer),
+    return {"per_block": per_block, "mean_kl": sum(r["kl"] for r in per_block) / len(per_block),
+            "mean_rmse": sum(r["rmse"] for r in per_block) / len(per_block),
             "logit_kl": logit_kl / n if logit_kl or "input_ids" in batch else None,
             "windows": n, "kl_definition": "KL(pruned || dense), mean over heads and query positions"}
 

@@ -102,3 +102,32 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Record keys renamed in place (old name -> new name): a linear's rows are `per_linear`, the q/k/v choice
+# is one per block, attention statistics are per block. Old cache entries and result files still read.
+RENAMED_KEYS = {"per_layer": "per_linear", "frozen_per_layer": "frozen_per_block",
+                "attention_per_layer": "attention_per_block"}
+
+
+def upgrade_record(rec):
+    """A record (or any JSON value) written before the renames, spelled with today's keys."""
+    if isinstance(rec, list):
+        return [upgrade_record(r) for r in rec]
+    if not isinstance(rec, dict):
+        return rec
+    out = {}
+    for k, v in rec.items():
+        if k == "attention" and isinstance(v, dict) and "per_layer" in v:   # attention rows are per block
+            v = {("per_block" if kk == "per_layer" else kk): vv for kk, vv in v.items()}
+            v["per_block"] = [{("block" if kk == "layer" else kk): vv for kk, vv in r.items()}
+                              for r in v["per_block"]]
+        elif k == "attention_per_layer":
+            v = [{("block" if kk == "layer" else kk): vv for kk, vv in r.items()} for r in v]
+        out[RENAMED_KEYS.get(k, k)] = upgrade_record(v)
+    return out
+
+
+def read_json(path: str | os.PathLike):
+    """A result file or cache entry, with today's key names (see `upgrade_record`)."""
+    return upgrade_record(json.loads(Path(path).read_text()))

@@ -246,7 +246,7 @@ def evaluate(model, dense, spec: str, train_n: int = 1000, test_n: int = 500, se
     out["cls_cosine"] = float(F.cosine_similarity(out.pop("_feat_pruned"), out.pop("_feat_dense"), dim=1).mean())
     att = compare_attention(model, dense, [{"pixel_values": x[None]} for x in xte[:attention_images]], progress=progress)
     out["attention_kl"], out["attention_rmse"] = att["mean_kl"], att["mean_rmse"]
-    out["attention_per_layer"] = att["per_layer"]
+    out["attention_per_block"] = att["per_block"]
     if "train_images" in out:
         out["knn"] = "cosine k-NN, k = 10, on CLS features (pooler output), train -> test subsets"
     out["input"] = {k: v for k, v in input_spec(dense).items() if k != "timm_data_config"}

@@ -335,7 +335,7 @@ print(f"dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}; sparsity {report.ach
 assert abs(report.achieved_sparsity - (0.5 if pattern else sparsity)) < 0.01 and pruned_ppl > dense_ppl * 0.9
 
 # %%
-rows = report.per_layer
+rows = report.per_linear
 fig, ax = plt.subplots(figsize=(8, 3.2))
 for lname in dict.fromkeys(r["name"] for r in rows):
     ax.plot([r["block"] for r in rows if r["name"] == lname], [r["rel_error"] for r in rows if r["name"] == lname],
@@ -377,7 +377,7 @@ notebook.finish(out, "03_prune_opt125m_step_by_step",
                 {"model_used": model_name, "model_choice": model_why, "block": block_index,
                  "block_errors": errors, "dense_ppl": dense_ppl, "pruned_ppl": pruned_ppl,
                  "achieved_sparsity": report.achieved_sparsity, "prune_seconds": report.prune_seconds,
-                 "floor_ratio": report.floor_ratio, "frozen_per_layer": report.frozen_per_layer,
+                 "floor_ratio": report.floor_ratio, "frozen_per_block": report.frozen_per_block,
                  "hand_same_mask": hand_same_mask, "hand_max_abs_diff": hand_diff,
                  "update_vs_zero_error": {"update": err_update, "zero_only": err_zero}},
                 [fig_masks, fig_err])

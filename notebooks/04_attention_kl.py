@@ -22,7 +22,7 @@ map_tokens: int = 128           # tokens shown in the attention-map figure (the 
 use_results: bool = True        # the q/k/v table from ../results/qkv_selectors.json when its protocol matches
 results_dir: str = "../results"  # where qkv_selectors.json is
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/runs"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note
@@ -108,10 +108,10 @@ for label, f in fidelity.items():
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
 for label, f in fidelity.items():
-    layers = [row["layer"] for row in f["per_layer"]]
-    axes[0].plot(layers, [row["kl"] for row in f["per_layer"]], marker=".", label=label)
-    axes[1].plot(layers, [row["rmse"] for row in f["per_layer"]], marker=".", label=label)
-    axes[2].plot(layers, [row["peak_pruned"] / row["peak_dense"] for row in f["per_layer"]], marker=".", label=label)
+    layers = [row["block"] for row in f["per_block"]]
+    axes[0].plot(layers, [row["kl"] for row in f["per_block"]], marker=".", label=label)
+    axes[1].plot(layers, [row["rmse"] for row in f["per_block"]], marker=".", label=label)
+    axes[2].plot(layers, [row["peak_pruned"] / row["peak_dense"] for row in f["per_block"]], marker=".", label=label)
 axes[2].axhline(1, color="#444444", lw=1, ls="--", label="dense")
 axes[0].set_ylabel("KL(pruned || dense)"), axes[1].set_ylabel("attention-output RMSE")
 axes[2].set_ylabel("peak attention ÷ dense (below 1: flatter)")
@@ -146,7 +146,7 @@ fig_maps = plots.save(fig, fig_dir / "04_attention_maps.png")
 
 # %%
 def mean_peak_ratio(f):
-    return sum(r["peak_pruned"] / r["peak_dense"] for r in f["per_layer"]) / len(f["per_layer"])
+    return sum(r["peak_pruned"] / r["peak_dense"] for r in f["per_block"]) / len(f["per_block"])
 
 
 kl = {k: v["mean_kl"] for k, v in configs.items()}

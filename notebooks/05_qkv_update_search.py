@@ -18,7 +18,7 @@ eval_data: str = "wiki"         # evaluation text (test split) for the table onl
 eval_windows: int = 16          # perplexity windows
 use_results: bool = True        # read results/qkv_selectors.json when it matches these parameters
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/runs"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note

@@ -24,7 +24,7 @@ eval_windows: int = 16          # perplexity windows
 use_results: bool = True        # read the result files below when their protocol matches
 results_dir: str = "../results"  # bench.json, hparams.json, qkv_selectors.json, bench_paper_n.json, recipes.json
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/runs"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note

@@ -79,7 +79,7 @@ dense_ppl = perplexity(lm, win.ids, device=device)
 report = prune(lm, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
                tokenizer=tok, device=device)
 pruned_ppl = perplexity(lm, win.ids, device=device)
-print(f"{model}: dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}, frozen {set(report.frozen_per_layer)}, "
+print(f"{model}: dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}, frozen {set(report.frozen_per_block)}, "
       f"{report.prune_seconds:.1f}s")
 assert abs(report.achieved_sparsity - sparsity) < 0.01
 
@@ -94,7 +94,7 @@ display(Markdown(
     + f" (N = 128). The largest, {big['model']}, needs {big['device_peak_estimate_gib'] / big['total_weights_gib']:.0%} "
     "of its weights' size on the GPU.\n"
     f"* The same code on `{model}`: dense {dense_ppl:.2f} → {method} {pruned_ppl:.2f} at {sparsity:.0%} in "
-    f"{report.prune_seconds:.0f} seconds, frozen projection {', '.join(sorted(set(report.frozen_per_layer))) or 'none'}."))
+    f"{report.prune_seconds:.0f} seconds, frozen projection {', '.join(sorted(set(report.frozen_per_block))) or 'none'}."))
 
 # %% [markdown]
 # **Discussion.**

@@ -139,6 +139,6 @@ display(Markdown(
 notebook.finish(out, "09_deit_vision",
                 {"model": model, "methods": methods, "sparsities": sparsities, "data": data, "nsamples": nsamples,
                  "knn_train": knn_train, "knn_test": knn_test, "seed": seed},
-                {"metric": metric, "results": {k: {kk: vv for kk, vv in r.items() if kk != "attention_per_layer"}
+                {"metric": metric, "results": {k: {kk: vv for kk, vv in r.items() if kk != "attention_per_block"}
                                                for k, r in results.items()}},
                 [fig_cmp, fig_maps])

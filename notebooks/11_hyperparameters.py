@@ -26,7 +26,7 @@ sparsities: list = [0.5, 0.7]   # sparsities (the lambda and N studies use the h
 use_results: bool = True        # read ../results/hparams.json when it matches
 lambda_record: str = "../runs/notebooks/02_delta_x_lambda_check.json"  # notebook 02's record: mark its λ (if present)
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/runs"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note

@@ -121,7 +121,7 @@ from d2p_helpers.prune import prune  # noqa: E402
 ec = prune(copy.deepcopy(dense), "sparsegpt", sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
            seed=seed, tokenizer=tok, sequential=True, reconstruct="cg", reconstruct_target="dense",
            correct="scale", block_tune=tune_steps)
-rows = ec.per_layer
+rows = ec.per_linear
 for r in rows:
     assert r["error_target"] == "dense" and r["reconstruct_error_after"] <= r["reconstruct_error_before"] + 1e-6
 assert all(b["held_error_after"] <= b["held_error_before"] for b in ec.block_tune)

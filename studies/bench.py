@@ -83,11 +83,11 @@ def run_all(limit_minutes: float | None, ray_address: str | None = None, device:
 def import_records(path) -> int:
     """Seed the run cache from a results file's records (results/bench.json keeps every run it reports),
     so a fresh clone regenerates the table without rerunning; returns how many runs were added."""
-    import json
     from d2p_helpers.record import write_json
     from studies.runs import cache_path
     added = 0
-    for rec in json.loads(Path(path).read_text())["records"]:
+    from d2p_helpers.record import read_json
+    for rec in read_json(path)["records"]:
         b = rec.get("bench", {})
         if any(b.get(k) != v for k, v in PROTOCOL.items() if k != "eval") or list(b.get("eval", [])) != PROTOCOL["eval"]:
             continue

@@ -28,11 +28,11 @@ def qkv_comparison(base: dict, sparsities: list[float], cache_dir=None, attentio
                                  cache_dir, attention_windows, progress, cached_only)
             if rec is None:
                 continue
-            chosen = rec.get("frozen_per_layer", [])
+            chosen = rec.get("frozen_per_block", [])
             rows.append({"sparsity": sp, "config": label, "ppl": rec["ppl"][base["eval"][0]],
                          "mean_kl": rec["attention"]["mean_kl"] if "attention" in rec else None,
                          "prune_seconds": rec["prune_seconds"], "selector_seconds": rec["selector_seconds"],
-                         "frozen_per_layer": "".join({"none": "·", "qkv": "*"}.get(c, c) for c in chosen)})
+                         "frozen_per_block": "".join({"none": "·", "qkv": "*"}.get(c, c) for c in chosen)})
     return rows
 
 
@@ -53,7 +53,7 @@ def qkv_markdown(rows: list[dict], base: dict) -> str:
             r = rs.get(s)
             cells += [f"{r['ppl']:.2f}" if r else "–", f"{r['mean_kl']:.4f}" if r and r["mean_kl"] is not None else "–"]
         sel = sum(r["selector_seconds"] for r in rs.values()) / len(rs)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {sel:.1f} | `{rs[sps[0]]['frozen_per_layer']}` |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {sel:.1f} | `{rs[sps[0]]['frozen_per_block']}` |")
     return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":

@@ -15,12 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from d2p_helpers.record import write_json
+from d2p_helpers.record import read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 # git-ignored; `python -m studies.bench --import-records results/bench.json` seeds it from a results file.
-# D2P_RUN_CACHE moves it (the tests run whole plans in a temporary folder).
-CACHE = Path(os.environ.get("D2P_RUN_CACHE") or ROOT / "results" / "runs")
+# D2P_RUN_CACHE moves it (the tests run whole plans in a temporary folder). Runs being measured keep their
+# claim and partial record in its `in_progress/` folder.
+CACHE = Path(os.environ.get("D2P_RUN_CACHE") or ROOT / "results" / "run_cache")
+
+
+def in_progress_dir(cache_dir=None) -> Path:
+    return Path(cache_dir or CACHE) / "in_progress"
 
 
 def canonical_options(options: dict) -> dict:
@@ -87,7 +92,7 @@ def cache_path(spec: RunSpec, cache_dir=None) -> Path:
 
 def cached(spec: RunSpec, cache_dir=None) -> dict | None:
     path = cache_path(spec, cache_dir)
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 def run(spec: RunSpec, cache_dir=None, progress: bool = False, cached_only: bool = False,
@@ -129,7 +134,7 @@ def _measure_in_process(spec: RunSpec, progress: bool) -> dict:
 
 
 def _measure_as_process(spec: RunSpec) -> dict:
-    out = CACHE.parent / "runs_partial" / f"{spec.key}.{os.getpid()}.json"
+    out = in_progress_dir() / f"{spec.key}.{os.getpid()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)       # `d2p --out` wants its folder to exist
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     res = subprocess.run(spec.command(out), capture_output=True, text=True, cwd=ROOT, env=env,
@@ -168,14 +173,14 @@ def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> di
     path = Path(path)
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
     return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
 
 
 def claim(spec: RunSpec, cache_dir=None) -> Path | None:
     """Mark a run as being measured by this process, so that several workers can share one plan; None when a
     live process holds it already. A claim whose process is gone (a killed worker) is taken over."""
-    path = Path(cache_dir or CACHE).parent / "runs_partial" / f"{spec.key}.claim"
+    path = in_progress_dir(cache_dir) / f"{spec.key}.claim"
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:

@@ -20,7 +20,7 @@ from d2p_helpers import vision  # noqa: E402
 from d2p_helpers.models import load_model, model_summary  # noqa: E402
 from d2p_helpers.paper import DEIT_ACC  # noqa: E402
 from d2p_helpers.prune import prune  # noqa: E402
-from d2p_helpers.record import set_threads, versions, write_json, write_text  # noqa: E402
+from d2p_helpers.record import read_json, set_threads, versions, write_json, write_text  # noqa: E402
 
 CACHE = ROOT / "runs" / "vision_cache"
 METHODS = ("wanda", "sparsegpt", "d2prune")
@@ -50,7 +50,7 @@ def cell_path(protocol: dict, cell: dict) -> Path:
 def cached_run(protocol: dict, cell: dict, compute) -> dict:
     path = cell_path(protocol, cell)
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path)
     t0 = time.perf_counter()
     rec = {**cell, **compute()}
     rec["seconds"] = time.perf_counter() - t0
@@ -162,7 +162,7 @@ def main() -> None:
         rep = prune(m, method, sparsity=sp, samples=samples, progress=False)
         r = evaluate(m)
         r.update(prune_seconds=rep.prune_seconds, achieved_sparsity=rep.achieved_sparsity,
-                 frozen_per_layer=rep.frozen_per_layer)
+                 frozen_per_block=rep.frozen_per_block)
         return r
 
     new = 0
@@ -185,7 +185,7 @@ def main() -> None:
 def write_results(out_dir, protocol: dict, cells: list, runs: dict) -> str:
     total = sum(r.get("seconds", 0.0) for r in runs.values())
     doc, md = report(protocol, cells, runs, total)
-    doc["runs"] = {k: {kk: vv for kk, vv in r.items() if kk != "attention_per_layer"} for k, r in runs.items()}
+    doc["runs"] = {k: {kk: vv for kk, vv in r.items() if kk != "attention_per_block"} for k, r in runs.items()}
     write_json(Path(out_dir) / "vision.json", doc)
     write_text(Path(out_dir) / "vision.md", md)
     return md

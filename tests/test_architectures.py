@@ -17,8 +17,8 @@ def test_prune_eval_save_reload(name, tmp_path):
     win = eval_windows(tok, "wiki", 32, 2).ids
     dense = perplexity(model, win, progress=False)
     rep = prune(model, "d2prune", pattern="2:4", nsamples=2, seqlen=32, tokenizer=tok, progress=False)
-    assert all(r["nm_valid"] for r in rep.per_layer) and rep.achieved_sparsity == pytest.approx(0.5)
-    assert len(rep.frozen_per_layer) == model.config.num_hidden_layers
+    assert all(r["nm_valid"] for r in rep.per_linear) and rep.achieved_sparsity == pytest.approx(0.5)
+    assert len(rep.frozen_per_block) == model.config.num_hidden_layers
     pruned = perplexity(model, win, progress=False)
     assert torch.isfinite(torch.tensor([dense, pruned])).all()
     save_pruned(model, tok, tmp_path / "m", rep)

@@ -247,7 +247,7 @@ def _plan_records(cache: Path) -> dict:
     for path in sorted(cache.glob("*.json")):
         rec = json.loads(path.read_text())
         out[path.name] = {"ppl": rec["ppl"], "spec": rec["spec"],
-                          "rows": [(r["name"], r["zeros"], r.get("rel_error")) for r in rec["per_layer"]]}
+                          "rows": [(r["name"], r["zeros"], r.get("rel_error")) for r in rec["per_linear"]]}
     return out
 
 
@@ -277,6 +277,6 @@ def test_a_study_killed_with_sigkill_resumes_to_the_same_records(tmp_path):
     assert start(killed).wait(timeout=600) == 0
     assert _plan_records(killed) == _plan_records(whole)
     assert len(_plan_records(whole)) == 3
-    leftovers = [p.name for p in killed.parent.rglob("*") if p.is_file() and p.parent.name == "runs_partial"]
+    leftovers = [p.name for p in killed.parent.rglob("*") if p.is_file() and p.parent.name == "in_progress"]
     assert leftovers == [], leftovers
     assert not [p for p in killed.iterdir() if p.name.startswith(".")]

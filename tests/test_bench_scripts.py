@@ -160,7 +160,7 @@ def test_a_run_has_one_record_shape_in_process_and_as_a_process(tmp_path):
                                      for k, v in protocol["eval"].items()}}
     assert untimed(inside["protocol"]) == untimed(outside["protocol"]) and inside["options"] == outside["options"]
     assert inside["ppl"]["wiki"] == pytest.approx(outside["ppl"]["wiki"], rel=1e-6)
-    assert [r["zeros"] for r in inside["per_layer"]] == [r["zeros"] for r in outside["per_layer"]]
+    assert [r["zeros"] for r in inside["per_linear"]] == [r["zeros"] for r in outside["per_linear"]]
 
 
 def test_the_one_timing_loop_interleaves_jobs_on_fresh_copies():
@@ -175,3 +175,17 @@ def test_the_one_timing_loop_interleaves_jobs_on_fresh_copies():
     assert all(r["wall"] >= r["prune_seconds"] > 0 for rs in out.values() for r in rs)
     assert "reconstruct" in out["b"][0]["stages"] and out["a"][0]["stages"] == {}
     assert all(torch.equal(a, b) for a, b in zip(before, dense.parameters()))      # the dense model untouched
+
+
+def test_a_cache_entry_written_before_the_renames_reads_with_todays_keys(tmp_path):
+    """Old records spelled a linear's rows `per_layer` and attention rows per `layer`: they still read."""
+    import json
+    from studies.runs import RunSpec, cache_path, cached
+    spec = RunSpec.make("d2prune", "0.5", model="tiny-llama", nsamples=2, seqlen=32)
+    old = {"per_layer": [{"name": "q_proj", "zeros": 3}], "frozen_per_layer": ["v", "k"],
+           "attention": {"per_layer": [{"layer": 0, "kl": 0.5}], "mean_kl": 0.5}}
+    path = cache_path(spec, tmp_path)
+    path.write_text(json.dumps(old))
+    rec = cached(spec, tmp_path)
+    assert rec["per_linear"] == old["per_layer"] and rec["frozen_per_block"] == ["v", "k"]
+    assert rec["attention"]["per_block"] == [{"block": 0, "kl": 0.5}] and "per_layer" not in json.dumps(rec)

@@ -85,22 +85,22 @@ def test_every_method_end_to_end(name, method):
     rep = prune(model, method, sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, progress=False, track_error="yes")
     assert rep.achieved_sparsity == pytest.approx(0.5, abs=0.01)
     assert all(abs(r["sparsity"] - 0.5) <= 1 / r["shape"][1] + 1e-9 or r["solver"] in ("sparsegpt", "d2-sparsegpt", "magnitude")
-               for r in rep.per_layer)
+               for r in rep.per_linear)
     assert torch.equal(model.get_input_embeddings().weight, embed) and torch.equal(model.get_output_embeddings().weight, head)
-    assert all(r["rel_error"] is not None and r["rel_error"] >= 0 for r in rep.per_layer)
+    assert all(r["rel_error"] is not None and r["rel_error"] >= 0 for r in rep.per_linear)
     n_blocks = len(model.config.to_dict().get("num_hidden_layers", 2) * [0])
-    assert len({r["block"] for r in rep.per_layer}) == n_blocks
+    assert len({r["block"] for r in rep.per_linear}) == n_blocks
     if method == "d2prune":
         expected = "k" if name == "tiny-opt" else "v"
-        assert rep.frozen_per_layer == [expected] * n_blocks
-        frozen_rows = [r for r in rep.per_layer if r["solver"] == "d2-wanda"]
+        assert rep.frozen_per_block == [expected] * n_blocks
+        frozen_rows = [r for r in rep.per_linear if r["solver"] == "d2-wanda"]
         assert len(frozen_rows) == n_blocks and all(r["name"].endswith(f"{expected}_proj") for r in frozen_rows)
 
 
 def test_nm_pattern_end_to_end():
     model, tok = tiny("tiny-llama")
     rep = prune(model, "d2prune", pattern="2:4", nsamples=4, seqlen=64, tokenizer=tok, progress=False)
-    assert all(r["nm_valid"] for r in rep.per_layer) and rep.achieved_sparsity == pytest.approx(0.5)
+    assert all(r["nm_valid"] for r in rep.per_linear) and rep.achieved_sparsity == pytest.approx(0.5)
 
 
 def test_same_seed_same_masks_and_different_seed_differs():

@@ -61,10 +61,10 @@ def test_dense_target_lowers_the_engine_rows_dense_error(tiny_llama):
     own = prune(copy.deepcopy(model), "wanda", **kw)
     dense = prune(copy.deepcopy(model), "wanda", reconstruct_target="dense", **kw)
     assert dense.calibration["dense_stream_bytes"] == 4 * 32 * 64 * 4
-    later = [r for r in dense.per_layer if r["block"] > 0]
-    assert later and all(r["error_target"] == "dense" for r in dense.per_layer)
+    later = [r for r in dense.per_linear if r["block"] > 0]
+    assert later and all(r["error_target"] == "dense" for r in dense.per_linear)
     assert all(r["reconstruct_error_after"] <= r["reconstruct_error_before"] + 1e-6 for r in later)
-    assert [r["zeros"] for r in own.per_layer] == [r["zeros"] for r in dense.per_layer]   # same masks
+    assert [r["zeros"] for r in own.per_linear] == [r["zeros"] for r in dense.per_linear]   # same masks
 
 
 def _manual_sequential(model, tok, cfg_kw):
@@ -112,8 +112,8 @@ def test_sequential_gives_each_group_the_statistics_of_the_partly_pruned_block(t
     monkeypatch.setattr(engine, "prune_unit", spy)
     seq = copy.deepcopy(model)
     rep = prune(seq, "sparsegpt", tokenizer=tok, progress=False, sequential=True, **kw)
-    names = [(r["block"], r["name"]) for r in rep.per_layer]
-    assert [r["group"] for r in rep.per_layer[:7]] == [0, 0, 0, 1, 2, 2, 3]
+    names = [(r["block"], r["name"]) for r in rep.per_linear]
+    assert [r["group"] for r in rep.per_linear[:7]] == [0, 0, 0, 1, 2, 2, 3]
     for i, key in enumerate(names):
         assert torch.allclose(engine_stats[i], hand_stats[key], rtol=1e-5, atol=1e-6), key
     for (a, b) in zip(seq.parameters(), by_hand.parameters()):

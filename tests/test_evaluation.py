@@ -39,7 +39,7 @@ def test_dense_against_itself_is_zero_and_pruned_is_not(tokenizer):
     prune(pruned, "sparsegpt", sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, progress=False)
     diff = compare_attention(pruned, dense, win, progress=False)
     assert diff["mean_kl"] > 1e-6 and diff["mean_rmse"] > 1e-6 and diff["logit_kl"] > 1e-6
-    assert len(diff["per_layer"]) == 2 and all(0 < r["peak_dense"] <= 1 for r in diff["per_layer"])
+    assert len(diff["per_block"]) == 2 and all(0 < r["peak_dense"] <= 1 for r in diff["per_block"])
     # the model is back on its own attention implementation afterwards
     assert dense.config._attn_implementation == implementation
 
@@ -55,8 +55,8 @@ def test_cli_prune_writes_zeroshot_and_attention(tmp_path, run_cli):
     rec = json.loads(out.read_text())
     assert set(rec["zeroshot"]) == {"piqa", "rte"} and rec["zeroshot"]["piqa"]["n"] == 4
     assert "acc_norm where" in rec["zeroshot_mean_definition"]
-    assert rec["attention"]["mean_kl"] > 0 and len(rec["attention"]["per_layer"]) == 2
-    assert rec["method"] == "d2prune" and rec["frozen_per_layer"] == ["k", "k"]
+    assert rec["attention"]["mean_kl"] > 0 and len(rec["attention"]["per_block"]) == 2
+    assert rec["method"] == "d2prune" and rec["frozen_per_block"] == ["k", "k"]
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ def test_each_stage_runs_or_is_refused(method, stage, tiny_llama):
         assert report.calibration["windows"] == 2 and len(report.calibration["ids_sha1"]) == 16
         return
     report = prune(model, method, tokenizer=tok, **kwargs)
-    rows = report.per_layer
+    rows = report.per_linear
     assert rows and abs(report.achieved_sparsity - 0.5) < 0.02
     if key == "layer_sparsity":
         assert "owl" in report.stage_seconds and len(set(report.block_sparsity)) > 1
@@ -69,8 +69,8 @@ def test_d2_wanda_reconstructs_every_linear():
     model, tok = load_model("tiny-llama")
     report = prune(model, "d2-wanda", sparsity=0.5, nsamples=2, seqlen=32, reconstruct="exact", progress=False,
                    tokenizer=tok)
-    assert all("reconstruct_error_after" in r and not r["frozen"] for r in report.per_layer)
-    assert all(r["reconstruct_error_after"] <= r["reconstruct_error_before"] + 1e-6 for r in report.per_layer)
+    assert all("reconstruct_error_after" in r and not r["frozen"] for r in report.per_linear)
+    assert all(r["reconstruct_error_after"] <= r["reconstruct_error_before"] + 1e-6 for r in report.per_linear)
 
 
 def test_registry_is_consistent():

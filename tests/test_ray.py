@@ -45,7 +45,7 @@ def test_ray_runs_equal_local_runs_and_land_in_the_same_cache(ray_head, tmp_path
         local = run(spec, tmp_path / "local_cache")
         assert rec["spec"] == local["spec"]
         assert rec["ppl"]["wiki"] == pytest.approx(local["ppl"]["wiki"], rel=1e-6)
-        assert [r["zeros"] for r in rec["per_layer"]] == [r["zeros"] for r in local["per_layer"]]
+        assert [r["zeros"] for r in rec["per_linear"]] == [r["zeros"] for r in local["per_linear"]]
     # a second sweep finds everything cached and submits nothing
     lines = []
     run_on_ray(specs, ray_head, cache_dir=tmp_path / "ray_cache", log=lines.append)

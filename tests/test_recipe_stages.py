@@ -100,16 +100,16 @@ def test_owl_end_to_end_exact_overall_sparsity_and_same_seed_same_masks(tokenize
                     nsamples=4, seqlen=64, tokenizer=tokenizer, progress=False)
         runs.append((rep, _masks(model)))
     rep = runs[0][0]
-    rows = sum(r["shape"][0] for r in rep.per_layer)
-    numel = sum(r["numel"] for r in rep.per_layer)
+    rows = sum(r["shape"][0] for r in rep.per_linear)
+    numel = sum(r["numel"] for r in rep.per_linear)
     assert abs(rep.achieved_sparsity - 0.5) * numel <= rows            # within one weight per row
     assert all(abs(s - 0.5) <= LAM + 1e-9 for s in rep.block_sparsity)
     assert max(rep.block_sparsity) > min(rep.block_sparsity)
-    for r in rep.per_layer:                                             # each block pruned at its own level
+    for r in rep.per_linear:                                             # each block pruned at its own level
         assert r["zeros"] == r["shape"][0] * int(r["shape"][1] * rep.block_sparsity[r["block"]])
     assert {"owl", "refine", "reconstruct"} <= set(rep.stage_seconds)
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
-    assert [r["zeros"] for r in rep.per_layer] == [r["zeros"] for r in runs[1][0].per_layer]
+    assert [r["zeros"] for r in rep.per_linear] == [r["zeros"] for r in runs[1][0].per_linear]
 
 
 def test_owl_with_nm_pattern_is_refused(tokenizer):
@@ -275,7 +275,7 @@ def test_stages_through_the_engine(kw, samples):
     stages = [s for s in ("refine", "reconstruct") if s in kw]
     assert set(stages) <= set(rep.stage_seconds)
     assert rep.achieved_sparsity == 0.5
-    for r in rep.per_layer:
+    for r in rep.per_linear:
         for s in stages:
             if s == "reconstruct" and r["solver"] == "d2-wanda":
                 assert f"{s}_error_after" not in r                      # frozen projection: no update
@@ -290,9 +290,9 @@ def test_ria_end_to_end(kw, samples):
     model, _ = tiny()
     rep = prune(model, "ria", samples=samples, progress=False, **kw)
     assert rep.achieved_sparsity == 0.5
-    assert all(r["zeros"] == r["shape"][0] * (r["shape"][1] // 2) for r in rep.per_layer)
+    assert all(r["zeros"] == r["shape"][0] * (r["shape"][1] // 2) for r in rep.per_linear)
     if "pattern" in kw and not kw.get("permute"):
-        assert all(r["nm_valid"] for r in rep.per_layer)
+        assert all(r["nm_valid"] for r in rep.per_linear)
 
 
 @pytest.mark.parametrize("start", ["wanda", "sparsegpt", "magnitude"])

@@ -9,15 +9,15 @@ from d2p_helpers.prune.selectors import outlier_ratio
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt"])
 @pytest.mark.parametrize("selector", [pytest.param("auto:ppl", marks=pytest.mark.slow), "auto:kl", "auto:outlier"])
-def test_selector_gives_a_valid_choice_per_layer(name, selector):
+def test_selector_gives_a_valid_choice_per_block(name, selector):
     model, tok = tiny(name)
     rep = prune(model, "d2prune", sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, frozen=selector, progress=False)
-    assert len(rep.frozen_per_layer) == model.config.num_hidden_layers
-    assert all(c in ("q", "k", "v") for c in rep.frozen_per_layer)
-    frozen_rows = [r for r in rep.per_layer if r["solver"] == "d2-wanda"]
-    assert [r["name"].split(".")[-1][0] for r in frozen_rows] == rep.frozen_per_layer
+    assert len(rep.frozen_per_block) == model.config.num_hidden_layers
+    assert all(c in ("q", "k", "v") for c in rep.frozen_per_block)
+    frozen_rows = [r for r in rep.per_linear if r["solver"] == "d2-wanda"]
+    assert [r["name"].split(".")[-1][0] for r in frozen_rows] == rep.frozen_per_block
     if selector == "auto:ppl":
-        assert len(set(rep.frozen_per_layer)) == 1 and rep.selector_seconds > 0
+        assert len(set(rep.frozen_per_block)) == 1 and rep.selector_seconds > 0
         assert rep.selector_log["validation"]["source"] == "news:val"
 
 
@@ -57,7 +57,7 @@ def test_selectors_never_read_the_evaluation_text(monkeypatch, selector):
     model, tok = tiny("tiny-llama")
     rep = prune(model, "d2prune", sparsity=0.5, nsamples=4, seqlen=64, tokenizer=tok, frozen=selector, progress=False)
     assert all(name == "news" and split in ("calib", "val") for name, split in seen), seen
-    assert rep.frozen_per_layer
+    assert rep.frozen_per_block
 
 
 def test_auto_ppl_needs_a_text_with_a_validation_split(tmp_path):

@@ -24,11 +24,11 @@ def test_tiny_timm_prunes_to_exact_sparsity_per_unit(name, setting, samples):
     assert tok is None and is_vision(model) and get_adapter(model).model_type == "timm-vit"
     head = model.head.weight.detach().clone()
     rep = prune(model, "d2prune", samples=samples, progress=False, **setting)
-    units = [r["name"] for r in rep.per_layer if r["block"] == 0]
+    units = [r["name"] for r in rep.per_linear if r["block"] == 0]
     assert units == ["attn.qkv[q]", "attn.qkv[k]", "attn.qkv[v]", "attn.proj", "mlp.fc1", "mlp.fc2"]
-    assert rep.frozen_per_layer == ["v", "v"]
-    assert [r["solver"] for r in rep.per_layer[:3]] == ["d2-sparsegpt", "d2-sparsegpt", "d2-wanda"]
-    for r in rep.per_layer:
+    assert rep.frozen_per_block == ["v", "v"]
+    assert [r["solver"] for r in rep.per_linear[:3]] == ["d2-sparsegpt", "d2-sparsegpt", "d2-wanda"]
+    for r in rep.per_linear:
         if "pattern" in setting:
             assert r["nm_valid"]
         else:
@@ -79,16 +79,16 @@ def test_fused_qkv_prunes_exactly_like_separate_projections(frozen, samples):
         assert torch.allclose(tm(pixel_values=x), hf(pixel_values=x).last_hidden_state[:, 0], atol=1e-5)
     rep_t = prune(tm, "d2prune", sparsity=0.5, frozen=frozen, samples=samples, progress=False)
     rep_h = prune(hf, "d2prune", sparsity=0.5, frozen=frozen, samples=samples, progress=False)
-    assert rep_t.frozen_per_layer == rep_h.frozen_per_layer == [frozen, frozen]
+    assert rep_t.frozen_per_block == rep_h.frozen_per_block == [frozen, frozen]
     hf_blocks = get_adapter(hf).blocks(hf)
     for i, block in enumerate(tm.blocks):
         for role, rows in zip("qkv", block.attn.qkv.weight.chunk(3)):
             twin = hf_blocks[i].get_submodule(f"attention.{role}_proj").weight
             assert torch.equal(rows == 0, twin == 0), f"block {i} {role}: masks differ"
             assert torch.equal(rows, twin), f"block {i} {role}: weights differ"   # bit for bit (one thread)
-    solvers_t = [(r["block"], r["name"].split("[")[-1].rstrip("]")[-1], r["solver"]) for r in rep_t.per_layer
+    solvers_t = [(r["block"], r["name"].split("[")[-1].rstrip("]")[-1], r["solver"]) for r in rep_t.per_linear
                  if "qkv" in r["name"]]
-    solvers_h = [(r["block"], r["name"].split(".")[-1][0], r["solver"]) for r in rep_h.per_layer
+    solvers_h = [(r["block"], r["name"].split(".")[-1][0], r["solver"]) for r in rep_h.per_linear
                  if r["name"].split(".")[-1] in ("q_proj", "k_proj", "v_proj")]
     assert solvers_t == solvers_h
 
@@ -150,7 +150,7 @@ def test_cli_prune_and_save_timm(tmp_path):
     import json
     rec = json.loads(out.read_text())
     assert rec["model_summary"]["model_type"] == "timm-vit" and rec["saved_to"] == str(tmp_path / "m")
-    assert rec["vision"]["attention_kl"] > 0 and all(r["nm_valid"] for r in rec["per_layer"])
+    assert rec["vision"]["attention_kl"] > 0 and all(r["nm_valid"] for r in rec["per_linear"])
     again, _ = load_model(str(tmp_path / "m"))
     assert float((again.blocks[0].attn.qkv.weight == 0).float().mean()) == 0.5
 
@@ -192,7 +192,7 @@ def test_timm_attention_maps_are_probabilities(samples):
     pruned = copy.deepcopy(model)
     prune(pruned, "wanda", sparsity=0.5, samples=samples, progress=False)
     att = compare_attention(pruned, model, samples[:1], progress=False)
-    assert att["mean_kl"] > 0 and all("kl" in r for r in att["per_layer"])
+    assert att["mean_kl"] > 0 and all("kl" in r for r in att["per_block"])
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def test_tiny_vits_prune_with_every_pattern(name):
     assert tok is None
     samples = vision.calibration_samples("fashion-mnist", 2, 0, model)
     rep = prune(model, "d2prune", pattern="2:4", samples=samples, progress=False)
-    assert all(r["nm_valid"] for r in rep.per_layer) and rep.frozen_per_layer == ["v", "v"]
+    assert all(r["nm_valid"] for r in rep.per_linear) and rep.frozen_per_block == ["v", "v"]
     head = getattr(model, "classifier", None) or getattr(model, "head", None)
     if head is not None:
         assert float((head.weight == 0).float().mean()) < 0.01     # the classifier head is never pruned

@@ -49,8 +49,8 @@ class BlockContext:
 class PruneReport:
     """What a pruning run did: per-linear sparsity, error and time, and the protocol."""
     config: dict
-    per_layer: list = field(default_factory=list)
-    frozen_per_layer: list = field(default_factory=list)
+    per_linear: list = field(default_factory=list)
+    frozen_per_block: list = field(default_factory=list)
     block_sparsity: list = field(default_factory=list)
     calibration: dict = field(default_factory=dict)
     prune_seconds: float = 0.0
@@ -62,8 +62,8 @@ class PruneReport:
 
     @property
     def achieved_sparsity(self) -> float:
-        zeros = sum(r["zeros"] for r in self.per_layer)
-        return zeros / max(1, sum(r["numel"] for r in self.per_layer))
+        zeros = sum(r["zeros"] for r in self.per_linear)
+        return zeros / max(1, sum(r["numel"] for r in self.per_linear))
 
     @property
     def floor_ratio(self) -> float | None:
@@ -76,8 +76,8 @@ class PruneReport:
                 "options": cfg, "calibration": self.calibration, "achieved_sparsity": self.achieved_sparsity,
                 "prune_seconds": self.prune_seconds, "forward_seconds": self.forward_seconds,
                 "floor_ratio": self.floor_ratio, "selector_seconds": self.selector_seconds,
-                "stage_seconds": self.stage_seconds, "frozen_per_layer": self.frozen_per_layer,
-                "block_sparsity": self.block_sparsity, "per_layer": self.per_layer,
+                "stage_seconds": self.stage_seconds, "frozen_per_block": self.frozen_per_block,
+                "block_sparsity": self.block_sparsity, "per_linear": self.per_linear,
                 **({"block_tune": self.block_tune} if self.block_tune else {}),
                 **({"selector_log": self.selector_log} if self.selector_log is not None else {})}
 
@@ -266,10 +266,10 @@ def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_froze
             solver, is_frozen = plan[unit]
             new, row = prune_unit(solver, old, stats[name].rows(rows), cfg, report, frozen=is_frozen)
             (W.data if rows is None else W.data[rows]).copy_(new.to(W.dtype))
-            report.per_layer.append(_row(index, unit, old, new, cfg, {**row, "group": g}))
+            report.per_linear.append(_row(index, unit, old, new, cfg, {**row, "group": g}))
         del stats
     if cfg.method == "d2prune":
-        report.frozen_per_layer.append("".join(r for r in "qkv" if r in frozen) or "none")
+        report.frozen_per_block.append("".join(r for r in "qkv" if r in frozen) or "none")
     if cfg.block_tune:
         from .block_tune import tune_block
         ts = time.perf_counter()
@@ -369,7 +369,7 @@ def _prune_without_data(model, cfg, adapter, blocks, report, t_start):
             ts = time.perf_counter()
             new = prune_magnitude(old, cfg.sparsity, cfg.nm)
             lin.weight.data.copy_(new.to(lin.weight.dtype))
-            report.per_layer.append(_row(index, name, old, new, cfg, {"solver": "magnitude", "rel_error": None,
+            report.per_linear.append(_row(index, name, old, new, cfg, {"solver": "magnitude", "rel_error": None,
                                                                        "seconds": time.perf_counter() - ts}))
     report.prune_seconds = time.perf_counter() - t_start
     return report
