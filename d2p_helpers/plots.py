@@ -5,11 +5,12 @@ The backend is left to the environment: Jupyter kernels use the inline backend, 
 MPLBACKEND says (the tests set Agg for their own process, never for the kernels they start)."""
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+
+from .noise import by_seed, within_noise_of_best
 
 # One colour per method in every figure (a label not listed here gets one from `method_color`'s palette, the
 # same for the same label in every figure of a process). Wanda / D²-Wanda and SparseGPT / D²-SparseGPT are
@@ -119,44 +120,6 @@ def attention_map(ax, probs, title: str, vmax: float | None = None) -> None:
     return im
 
 
-def within_noise(cells: dict) -> tuple[set, float, float]:
-    """Cells {key: [ppl per seed]} whose mean is within two standard errors of the best cell's mean.
-
-    The seed noise is pooled over cells (sigma = root mean of the per-cell variances); two means of n seeds
-    each then differ by noise alone with standard error sigma * sqrt(2 / n). Returns (keys, sigma, se)."""
-    multi = {k: v for k, v in cells.items() if len(v) > 1}
-    if len(multi) < 2:
-        return set(), float("nan"), float("nan")
-    sigma = math.sqrt(statistics.mean(statistics.variance(v) for v in multi.values()))
-    se = sigma * math.sqrt(2 / min(len(v) for v in multi.values()))
-    best = min(statistics.mean(v) for v in multi.values())
-    return {k for k, v in multi.items() if statistics.mean(v) - best < 2 * se}, sigma, se
-
-
-# two-sided 95% Student-t critical values by degrees of freedom (more than 5: 2.0)
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}
-
-
-def paired_ratio(a: dict, b: dict) -> dict | None:
-    """a / b over the calibration seeds both have ({seed: value} each): mean, std and standard error of the
-    per-seed ratio, n, and whether the ratio differs from 1 beyond seed noise (|mean - 1| > t95 * SE).
-    None when no seed is shared."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    r = [a[sd] / b[sd] for sd in seeds]
-    mean, n = statistics.mean(r), len(r)
-    std = statistics.stdev(r) if n > 1 else None
-    se = std / math.sqrt(n) if n > 1 else None
-    if se is None:
-        verdict = "one seed: no noise estimate"
-    elif abs(mean - 1) > T95.get(n - 1, 2.0) * se:
-        verdict = "lower beyond seed noise" if mean < 1 else "higher beyond seed noise"
-    else:
-        verdict = "within seed noise"
-    return {"mean": mean, "std": std, "se": se, "n": n, "seeds": seeds, "verdict": verdict}
-
-
 def ratio_text(r: dict | None, pct: bool = True) -> str:
     """'-10.6% ± 0.9 (n = 3)' (± one standard error) or '+1.2% (n = 1)'; '–' when there is nothing to show."""
     if r is None:
@@ -187,13 +150,14 @@ def _axis_position(value: float, grid: list) -> float:
 
 
 def grid_image(ax, fig, cells: dict, title: str, mark: tuple | None = None) -> None:
-    """cells: {(r1, r2): ppl, or [ppl per seed]} as a labelled heat map (lower is better: reversed map).
+    """cells: {(r1, r2): ppl, or {seed: ppl}} as a labelled heat map (lower is better: reversed map).
     r1 = λ₁ and r2 = −λ₂ (the code subtracts r2 · W² x̂²; notebooks/NOTATION.md).
 
-    With seeds, each cell shows mean ± std and cells within seed noise of the best are hatched.
+    With seeds, each cell shows mean ± std, and the cells the paired noise rule cannot tell from the best
+    (d2p_helpers.noise) are hatched.
     mark = (r1, r2, label) draws a point there (outside the grid when it lies outside)."""
-    seeded = any(isinstance(v, list) for v in cells.values())
-    means = {k: statistics.mean(v) if isinstance(v, list) else v for k, v in cells.items()}
+    seeded = any(isinstance(v, dict) for v in cells.values())
+    means = {k: statistics.mean(v.values()) if isinstance(v, dict) else v for k, v in cells.items()}
     rows, cols = sorted({r for r, _ in cells}), sorted({c for _, c in cells})
     mat = [[means.get((r, c), float("nan")) for c in cols] for r in rows]
     im = ax.imshow(mat, cmap="viridis_r")
@@ -201,17 +165,19 @@ def grid_image(ax, fig, cells: dict, title: str, mark: tuple | None = None) -> N
     ax.set_xlabel("r2 = −λ₂"), ax.set_ylabel("r1 = λ₁"), ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax)
     if seeded:
-        close, sigma, se = within_noise({k: v for k, v in cells.items() if isinstance(v, list)})
+        seeded_cells = {k: v for k, v in cells.items() if isinstance(v, dict)}
+        close = within_noise_of_best(seeded_cells)
         for (r, c), v in cells.items():
             i, j = rows.index(r), cols.index(c)
-            sd = f"\n± {statistics.stdev(v):.0f}" if isinstance(v, list) and len(v) > 1 else "\n(n = 1)"
+            sd = f"\n± {statistics.stdev(v.values()):.0f}" if isinstance(v, dict) and len(v) > 1 else "\n(n = 1)"
             light = means[(r, c)] < (min(means.values()) + max(means.values())) / 2   # viridis_r: low = yellow
             ax.text(j, i, f"{means[(r, c)]:.0f}{sd}", ha="center", va="center", fontsize=7,
                     color="black" if light else "white")
             if (r, c) in close:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#888888", lw=0))
         if close:
-            ax.set_title(f"{title}\nhatched: within 2 SE ({2 * se:.0f}) of the best; seed σ {sigma:.0f}", fontsize=8)
+            n = min(len(v) for v in seeded_cells.values())
+            ax.set_title(f"{title}\nhatched: not behind the best beyond seed noise (paired, {n} seeds)", fontsize=8)
     if mark is not None:
         x, y = _axis_position(mark[1], cols), _axis_position(mark[0], rows)
         ax.plot([x], [y], marker="*", ms=14, color="#c44e52", mec="white", clip_on=False, label=mark[2])
@@ -227,7 +193,7 @@ def hparam_figure(studies: dict, paper_lambda: dict, paper_nsamples: dict, mark:
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     if studies["lambda"]:
         sp = studies["lambda"][0]["sparsity"]
-        grid_image(axes[0], fig, {(r["r1"], r["r2"]): list(r["ppl"]) for r in studies["lambda"]},
+        grid_image(axes[0], fig, {(r["r1"], r["r2"]): by_seed(r["ppl"], r["seeds"]) for r in studies["lambda"]},
                     f"ours: ppl over (r1, r2) at {sp:.0%}", mark)
     grid_image(axes[1], fig, paper_lambda, "paper OPT-125M at 80% (another model)", mark)
     for sp in sorted({r["sparsity"] for r in studies["s"]}):

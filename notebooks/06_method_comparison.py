@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from d2p_helpers import notebook, plots
+from d2p_helpers import noise, notebook, plots
 from d2p_helpers.paper import opt125m_ppl
 from d2p_helpers.prune import setting_kwargs
 from studies.runs import prune_and_eval, saved_results
@@ -112,7 +112,7 @@ for row in (qkv or {}).get("rows", []):
 # that its "freeze v" run is the benchmark's D²Prune run (same settings, same seed):
 
 # %%
-consistency = {s: plots.paired_ratio(runs["q/k/v study: freeze v"][s][eval_data], runs["d2prune"][s][eval_data])
+consistency = {s: noise.paired_ratio(runs["q/k/v study: freeze v"][s][eval_data], runs["d2prune"][s][eval_data])
                for s in runs.get("q/k/v study: freeze v", {}) if s in runs.get("d2prune", {})}
 for s, r in consistency.items():
     print(f"{s}: q/k/v study freeze v ÷ benchmark d2prune = {r['mean']:.4f}")
@@ -150,7 +150,7 @@ def mean_std(label, s, text):
 
 
 def vs_sparsegpt(label, s, text):
-    return plots.paired_ratio(runs.get(label, {}).get(s, {}).get(text, {}), runs["sparsegpt"].get(s, {}).get(text, {}))
+    return noise.paired_ratio(runs.get(label, {}).get(s, {}).get(text, {}), runs["sparsegpt"].get(s, {}).get(text, {}))
 
 
 variant_colors = {"d2prune, D² off": "#8172b3", "d2prune, q/k/v all frozen": "#937860"}
@@ -195,7 +195,7 @@ cells = {("off", "updated"): "sparsegpt", ("on", "updated"): "d2-sparsegpt", ("o
 
 def ratio(label, s, text):
     ref = qkv_ref if label == "d2prune, q/k/v all frozen" and bench else "sparsegpt"
-    return plots.paired_ratio(runs.get(label, {}).get(s, {}).get(text, {}), runs[ref].get(s, {}).get(text, {}))
+    return noise.paired_ratio(runs.get(label, {}).get(s, {}).get(text, {}), runs[ref].get(s, {}).get(text, {}))
 
 
 grid = {(s, t): {f"D² {a}, {b}": ratio(lbl, s, t) for (a, b), lbl in cells.items()} for s in settings for t in texts}
@@ -229,7 +229,7 @@ def verdicts(a: str, b: str) -> list[dict]:
     out = []
     for s in settings:
         for t in texts:
-            r = plots.paired_ratio(runs.get(a, {}).get(s, {}).get(t, {}), runs.get(b, {}).get(s, {}).get(t, {}))
+            r = noise.paired_ratio(runs.get(a, {}).get(s, {}).get(t, {}), runs.get(b, {}).get(s, {}).get(t, {}))
             if r and r["n"] > 1:
                 out.append({"setting": s, "text": t, **r})
     return out
@@ -297,7 +297,7 @@ if pn:
         for t in texts:
             pruns.setdefault(b["method"], {}).setdefault(b["setting"], {}).setdefault(t, {})[b["seed"]] = r["ppl"][t]
     pn_settings = sorted({s for m in pruns.values() for s in m})
-    pn_table = pd.DataFrame({f"{s} {t}": {m: plots.ratio_text(plots.paired_ratio(pruns[m].get(s, {}).get(t, {}),
+    pn_table = pd.DataFrame({f"{s} {t}": {m: plots.ratio_text(noise.paired_ratio(pruns[m].get(s, {}).get(t, {}),
                              pruns["sparsegpt"].get(s, {}).get(t, {}))) for m in pruns if m not in ("dense", "sparsegpt")}
                              for s in pn_settings for t in texts})
     display(Markdown(f"**Paper-N protocol ({pn['protocol']['nsamples']} × {pn['protocol']['seqlen']}), "
@@ -325,7 +325,7 @@ rel = {}
 for s in settings:
     paper = opt125m_ppl(s)
     for b, pb in (("sparsegpt", "SparseGPT"), ("wanda", "Wanda")):
-        r = plots.paired_ratio(runs.get("d2prune", {}).get(s, {}).get(eval_data, {}), runs.get(b, {}).get(s, {}).get(eval_data, {}))
+        r = noise.paired_ratio(runs.get("d2prune", {}).get(s, {}).get(eval_data, {}), runs.get(b, {}).get(s, {}).get(eval_data, {}))
         if r:
             rel[f"{s} vs {b}"] = {"ours": plots.ratio_text(r), "verdict": r["verdict"],
                                   "paper OPT-125M": f"{100 * (paper['D2Prune'] / paper[pb] - 1):+.1f}%" if paper else "–"}

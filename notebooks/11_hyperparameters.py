@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from d2p_helpers import notebook, plots
+from d2p_helpers import noise, notebook, plots
 from d2p_helpers.paper import OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80
 from studies.hparams import hparam_study, knob_effect
 from studies.runs import saved_results
@@ -74,7 +74,8 @@ assert studies["lambda"] and studies["s"] and studies["nsamples"]
 # ## The three studies, with their seed noise
 #
 # Each cell is the mean ± standard deviation of perplexity over the calibration seeds. Under each table,
-# `knob_effect` compares how far the knob moves the means with how far seed noise alone would move them.
+# `knob_effect` asks whether any setting is behind the best one beyond seed noise, with the paired rule of
+# `d2p_helpers.noise` (per-seed ratios on the same calibration draws).
 
 # %%
 def grid(rows, row_key, col_key):
@@ -103,8 +104,8 @@ display(Markdown("**Calibration count N (columns), per D² accumulation (rows)**
 # %% [markdown]
 # ## The figure
 #
-# Left to right: our $(r_1, r_2)$ grid — each cell mean ± std over seeds, **hatched where it is within two standard
-# errors of the best cell** (differences there are seed noise) — the paper's (OPT-125M at 80%: another model, shown
+# Left to right: our $(r_1, r_2)$ grid — each cell mean ± std over seeds, **hatched where the paired noise rule
+# cannot tell it from the best cell** (`d2p_helpers.noise`: differences there are seed noise) — the paper's (OPT-125M at 80%: another model, shown
 # for its shape), the scale $s$ at each sparsity, and the calibration count $N$ with both accumulations (error bars:
 # spread over seeds). The star marks notebook 02's fitted λ as $(r_1, r_2) = (\lambda, \lambda - \tfrac12\lambda^2)$ when
 # its record is present.
@@ -120,12 +121,14 @@ fig_h = plots.save(fig, fig_dir / "11_hyperparameters.png", caption=notebook.cap
 # ## What we learned
 
 # %%
-close, sigma, se = plots.within_noise({(r["r1"], r["r2"]): r["ppl"] for r in studies["lambda"]})
+close = noise.within_noise_of_best({(r["r1"], r["r2"]): noise.by_seed(r["ppl"], r["seeds"])
+                                     for r in studies["lambda"]})
 best = min(studies["lambda"], key=lambda r: statistics.mean(r["ppl"]))
 paper_best = min(OPT125M_LAMBDA_80, key=OPT125M_LAMBDA_80.get)
 display(Markdown(
     f"* The best (r1, r2) cell at {sp_lambda:g} is ({best['r1']:g}, {best['r2']:g}), but {len(close)} of "
-    f"{len(studies['lambda'])} cells are within two standard errors of it (seed σ {sigma:.1f}): the grid cannot rank them. "
+    f"{len(studies['lambda'])} cells (it included) are not behind it beyond seed noise (the paired rule, "
+    f"{len(best['seeds'])} seeds): the grid cannot rank them. "
     f"The paper's OPT-125M grid has its best at {paper_best} on one seed.\n"
     + "\n".join(f"* {k}: {v}." for k, v in effects.items())
     + (f"\n* Notebook 02's λ = {eq9['lambda']:.2f} maps to (r1, r2) = ({eq9['r1']:.2f}, {eq9['r2']:.2f}), "

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from d2p_helpers import notebook, plots
+from d2p_helpers import noise, notebook, plots
 from d2p_helpers.paper import (DEIT_ACC, OPT125M_FROZEN, OPT125M_LAMBDA_80, OPT125M_PPL,
                                OPT125M_ZEROSHOT_MEAN)
 from d2p_helpers.zeroshot import PAPER_TASKS
@@ -71,7 +71,7 @@ def claim(what: str, source: str, paper: str, ours: str, verdict: str) -> None:
 # %% [markdown]
 # Perplexities of the benchmark per method, setting and calibration seed; a ratio of two methods is taken per seed
 # (same calibration windows) and called "beyond seed noise" when it differs from 1 by more than the 95 % Student-t
-# multiple of its standard error (`plots.paired_ratio`). Settings with one seed give no noise estimate.
+# multiple of its standard error (`noise.paired_ratio`). Settings with one seed give no noise estimate.
 
 # %%
 runs = {}
@@ -81,7 +81,7 @@ for r in (bench or {}).get("records", []):
 
 
 def vs(a: str, b: str, s: str):
-    return plots.paired_ratio(runs.get(a, {}).get(s, {}), runs.get(b, {}).get(s, {}))
+    return noise.paired_ratio(runs.get(a, {}).get(s, {}), runs.get(b, {}).get(s, {}))
 
 
 seeded = sorted(s for s in runs.get("d2prune", {}) if len(runs["d2prune"][s]) > 1)
@@ -113,7 +113,7 @@ for r in (pn or {}).get("records", []):
     b = r["bench"]
     pn_runs.setdefault(b["method"], {}).setdefault(b["setting"], {})[b["seed"]] = r["ppl"][eval_data]
 pn_seeded = sorted(s for s in pn_runs.get("d2prune", {}) if len(pn_runs["d2prune"][s]) > 1)
-pn_per = {s: tuple(plots.paired_ratio(pn_runs.get("d2prune", {}).get(s, {}), pn_runs.get(b, {}).get(s, {}))
+pn_per = {s: tuple(noise.paired_ratio(pn_runs.get("d2prune", {}).get(s, {}), pn_runs.get(b, {}).get(s, {}))
                    for b in ("sparsegpt", "wanda")) for s in sorted(pn_runs.get("d2prune", {}))}
 pn_wins = [s for s in pn_seeded if all(x["verdict"] == "lower beyond seed noise" for x in pn_per[s])]
 claim("D²Prune has lower perplexity than SparseGPT and Wanda, at the paper's N", "Table 1 (paper-N)",
@@ -236,7 +236,7 @@ if acc:
 # %%
 if timing:
     t_runs = timing["runs"]
-    tr = plots.paired_ratio({i: r["prune_seconds"] for i, r in enumerate(t_runs["d2prune"])},
+    tr = noise.paired_ratio({i: r["prune_seconds"] for i, r in enumerate(t_runs["d2prune"])},
                             {i: r["prune_seconds"] for i, r in enumerate(t_runs["sparsegpt"])})
     paper_ratio = PAPER_PRUNE_SECONDS["D2Prune"] / PAPER_PRUNE_SECONDS["SparseGPT"]
     same = abs(tr["mean"] - 1) <= time_tolerance
@@ -290,7 +290,8 @@ claim("Calibration and test activations differ by δx = λx, λ near 1 (R² ≈ 
 # %%
 if hp:
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    plots.grid_image(ax, fig, {(r["r1"], r["r2"]): list(r["ppl"]) for r in hp["studies"]["lambda"]},
+    lam_cells = {(r["r1"], r["r2"]): noise.by_seed(r["ppl"], r["seeds"]) for r in hp["studies"]["lambda"]}
+    plots.grid_image(ax, fig, lam_cells,
                      f"notebook 11's (r1, r2) grid at {hp['studies']['lambda'][0]['sparsity']:.0%}",
                      (eq9["r1"], eq9["r2"], f"Eq. 9 at λ = {lam:.2f}: ({eq9['r1']:.2f}, {eq9['r2']:.2f})"))
     fig_grid = plots.save(fig, fig_dir / "14_lambda_on_grid.png")
@@ -304,12 +305,13 @@ if hp:
 # %%
 if hp:
     lam_rows = hp["studies"]["lambda"]
-    close, sigma, _ = plots.within_noise({(r["r1"], r["r2"]): r["ppl"] for r in lam_rows})
+    lam_cells = {(r["r1"], r["r2"]): noise.by_seed(r["ppl"], r["seeds"]) for r in lam_rows}
+    close = noise.within_noise_of_best(lam_cells)
     pv = OPT125M_LAMBDA_80.values()
     effect = knob_effect(lam_rows)
     claim("The choice of (λ₁, λ₂) moves perplexity", "Table 8",
           f"ppl spans {min(pv):.0f}–{max(pv):.0f} ({max(pv) / min(pv) - 1:.0%}) over the grid at 80% (OPT-125M)",
-          f"{effect}; {len(close)} of {len(lam_rows)} cells within two standard errors of the best",
+          f"{effect}; {len(close)} of {len(lam_rows)} cells not behind the best beyond seed noise",
           ("reproduced" if "beyond" in effect else "not reproduced") + ": "
           + ("the spread exceeds seed noise" if "beyond" in effect else "the spread is what seed noise alone gives"))
 
@@ -367,7 +369,7 @@ def findings() -> list[str]:
         out.append("The recipe preset (`d2p prune " + " ".join(rec["preset"]["flags"]) + "`) against the best peer, "
                    "quick protocol, paired per seed:\n\n" + "\n".join(headline().splitlines()[4:]))
     if pn:
-        nq = {s: plots.paired_ratio(pn_runs.get("d2prune-noqkv", {}).get(s, {}), pn_runs.get("d2prune", {}).get(s, {}))
+        nq = {s: noise.paired_ratio(pn_runs.get("d2prune-noqkv", {}).get(s, {}), pn_runs.get("d2prune", {}).get(s, {}))
               for s in sorted(pn_runs.get("d2prune-noqkv", {}))}
         out.append("Freezing all three of q/k/v (none updated) ÷ the paper's freeze-one D²Prune at the paper's N, "
                    f"`{eval_data}`: " + "; ".join(f"{s} {plots.ratio_text(r)}" for s, r in nq.items() if r) + ".")
@@ -380,7 +382,7 @@ def findings() -> list[str]:
 sheet = ["# Verdicts: the paper's claims on the embedded model", "",
          "Generated by `notebooks/14_paper_claims` from `results/` (do not edit). Model SmolLM2-135M on the "
          "embedded texts; the ratio rule: a per-seed ratio differs from 1 by more than the 95% t multiple of its "
-         "standard error (`d2p_helpers.plots.paired_ratio`); one seed gives no verdict.", "",
+         "standard error (`d2p_helpers.noise.paired_ratio`); one seed gives no verdict.", "",
          "| claim | paper's table | paper | ours | verdict |", "|---|---|---|---|---|"]
 cols = ("claim", "paper's table", "paper", "ours (± seed noise)", "verdict")
 sheet += ["| " + " | ".join(str(c[k]).replace("\n", " ") for k in cols) + " |" for c in claims]

@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 
 from d2p_helpers.paper import opt125m_ppl
-from d2p_helpers.record import write_json, write_text
-from studies.runs import ROOT, RunSpec, cached, run_plan
+from d2p_helpers.record import read_json, write_json, write_text
+from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256,
             "eval": ["wiki", "news:val"], "eval_windows": 16, "dtype": "float32", "device": "cpu"}
@@ -83,10 +83,8 @@ def run_all(limit_minutes: float | None, ray_address: str | None = None, device:
 def import_records(path) -> int:
     """Seed the run cache from a results file's records (results/bench.json keeps every run it reports),
     so a fresh clone regenerates the table without rerunning; returns how many runs were added."""
-    from d2p_helpers.record import write_json
     from studies.runs import cache_path
     added = 0
-    from d2p_helpers.record import read_json
     for rec in read_json(path)["records"]:
         b = rec.get("bench", {})
         if any(b.get(k) != v for k, v in PROTOCOL.items() if k != "eval") or list(b.get("eval", [])) != PROTOCOL["eval"]:
@@ -221,10 +219,6 @@ def markdown(table: dict, records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-VERDICT_WORD = {"lower beyond seed noise": "**ahead**", "higher beyond seed noise": "**behind**",
-                "within seed noise": "tie (within seed noise)", "one seed: no noise estimate": "one seed: no verdict"}
-
-
 def per_seed(records: list[dict]) -> dict:
     """{(method, setting): {text: {seed: ppl}}} from the planned runs present."""
     out: dict = {}
@@ -237,8 +231,8 @@ def per_seed(records: list[dict]) -> dict:
 
 def verdict_lines(records: list[dict]) -> list[str]:
     """Challenger ÷ reference on the same calibration draws, per setting and text, with the paired noise rule
-    (d2p_helpers.plots.paired_ratio: the per-seed ratio differs from 1 by more than t95 standard errors)."""
-    from d2p_helpers.plots import paired_ratio
+    (d2p_helpers.noise: the per-seed ratio differs from 1 by more than t95 standard errors)."""
+    from d2p_helpers.noise import VERDICT_WORD, paired_ratio
     seeds = per_seed(records)
     pairs = [(a, b) for a, b in (("d2prune", "sparsegpt"), ("d2prune", "wanda"), ("d2prune-noqkv", "sparsegpt"),
                                  ("recipe", "sparsegpt"), ("recipe", "d2prune")) if a in METHODS and b in METHODS]
@@ -305,8 +299,10 @@ def report() -> None:
     records = load_records()
     if not records:
         raise SystemExit("[bench] no runs cached yet; run `make bench`")
+    saved = ROOT / "results" / f"{NAME}.json"
+    refuse_a_shrinking_report(saved, len(records), len(read_json(saved)["records"]) if saved.exists() else 0)
     table = aggregate(records)
-    write_json(ROOT / "results" / f"{NAME}.json", {"protocol": PROTOCOL, "table": table, "records": records})
+    write_json(saved, {"protocol": PROTOCOL, "table": table, "records": records})
     write_text(ROOT / "results" / f"{NAME}.md", markdown(table, records))
     figure(table)
     print(f"[bench] wrote results/{NAME}.json, results/{NAME}.md, figures/{NAME}_ppl.png ({len(records)} runs)")

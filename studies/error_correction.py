@@ -21,12 +21,11 @@ import argparse
 import math
 import statistics
 
-from d2p_helpers.plots import paired_ratio
+from d2p_helpers.noise import VERDICT_WORD, paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
-from d2p_helpers.record import versions, write_json, write_text
-from studies.bench import VERDICT_WORD
+from d2p_helpers.record import read_json, versions, write_json, write_text
 from studies.recipes import cell_table, val_score
-from studies.runs import ROOT, RunSpec, cached, run_plan
+from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 256, "seqlen": 128,
             "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 128}
@@ -172,8 +171,10 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
 def report() -> None:
     tab = table()
     n_runs = sum(cached(spec(*r)) is not None for r in plan())
+    saved = ROOT / "results" / "error_correction.json"
+    refuse_a_shrinking_report(saved, n_runs, read_json(saved)["runs_present"] if saved.exists() else 0)
     preset = choose_preset(tab)
-    write_json(ROOT / "results" / "error_correction.json",
+    write_json(saved,
                {"protocol": PROTOCOL, "mix": MIX, "validation": VALIDATION, "reported": REPORTED,
                 "other_domain": OTHER_DOMAIN, "table": tab, "preset": preset, "runs_present": n_runs,
                 "runs_planned": len(plan()), "versions": versions()})

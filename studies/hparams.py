@@ -6,11 +6,12 @@ run different --studies at once on the same cache; `--report` then writes the fi
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 
-from d2p_helpers.record import versions, write_json, write_text
-from studies.runs import CACHE, ROOT, prune_and_eval
+from d2p_helpers import noise
+from d2p_helpers.noise import by_seed
+from d2p_helpers.record import read_json, versions, write_json, write_text
+from studies.runs import CACHE, ROOT, prune_and_eval, refuse_a_shrinking_report
 
 BASE = {"model": "smollm2-135m", "calib": "news", "nsamples": 16, "seqlen": 256, "eval": ["wiki"], "eval_windows": 16}
 
@@ -32,27 +33,29 @@ def hparam_study(base: dict, seeds: list[int], lambda_grid: list[float], s_value
         rec = prune_and_eval(spec, cache_dir, 0, progress, cached_only)
         return None if rec is None else rec["ppl"][base["eval"][0]]
 
-    def ppls(*args, **kwargs):
-        return [p for p in (run(*args, seed=sd, **kwargs) for sd in seeds) if p is not None]
+    def ppls(*args, **kwargs):   # {"ppl": [...], "seeds": [...]}: the seeds whose runs are present
+        got = [(sd, run(*args, seed=sd, **kwargs)) for sd in seeds]
+        got = [(sd, p) for sd, p in got if p is not None]
+        return {"ppl": [p for _, p in got], "seeds": [sd for sd, _ in got]}
 
     out = {"lambda": [], "s": [], "nsamples": []}
     if "lambda" in studies:
         for r1 in lambda_grid:
             for r2 in lambda_grid:
-                out["lambda"].append({"r1": r1, "r2": r2, "sparsity": top, "ppl": ppls(top, r1=r1, r2=r2)})
+                out["lambda"].append({"r1": r1, "r2": r2, "sparsity": top, **ppls(top, r1=r1, r2=r2)})
     if "s" in studies:
         for sp in sparsities:
             for s in s_values:
                 if s == "auto":
-                    out["s"].append({"s": s, "s_value": None, "sparsity": sp, "ppl": ppls(sp, d2_norm="mean")})
+                    out["s"].append({"s": s, "s_value": None, "sparsity": sp, **ppls(sp, d2_norm="mean")})
                     continue
                 value = float(base["seqlen"]) if s == "L" else float(s)
-                out["s"].append({"s": s, "s_value": value, "sparsity": sp, "ppl": ppls(sp, s=value)})
+                out["s"].append({"s": s, "s_value": value, "sparsity": sp, **ppls(sp, s=value)})
     if "nsamples" in studies:
         for norm in ("authors", "mean"):
             for n in n_values:
                 out["nsamples"].append({"nsamples": n, "d2_norm": norm, "sparsity": top,
-                                        "ppl": ppls(top, nsamples=n, d2_norm=norm)})
+                                        **ppls(top, nsamples=n, d2_norm=norm)})
     for rows in out.values():
         rows[:] = [r for r in rows if r["ppl"]]
     return out
@@ -62,24 +65,14 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
-# expected range of k independent standard normal draws (the d2 constant of control charts)
-_RANGE_OF_NORMALS = {2: 1.128, 3: 1.693, 4: 2.059, 5: 2.326, 6: 2.534, 7: 2.704, 8: 2.847, 9: 2.970, 10: 3.078}
+def runs_in(studies: dict) -> int:
+    """Distinct pruning runs behind a study's rows (the default run serves several rows: count values)."""
+    return sum(len(r["ppl"]) for rows in studies.values() for r in rows)
 
 
 def knob_effect(rows: list[dict]) -> str:
-    """How far a knob moves perplexity, beside how far seed noise alone would move the same means: k means of
-    n seeds each, with seed std σ, span about d2(k) · σ / √n when the knob does nothing."""
-    rows = [r for r in rows if len(r["ppl"]) > 1]
-    if len(rows) < 2:
-        return "too few settings with two or more seeds to compare"
-    means = [statistics.mean(r["ppl"]) for r in rows]
-    sigma = math.sqrt(statistics.mean(statistics.variance(r["ppl"]) for r in rows))
-    n = min(len(r["ppl"]) for r in rows)
-    noise = _RANGE_OF_NORMALS[min(len(rows), 10)] * sigma / math.sqrt(n)
-    lo, hi = min(means), max(means)
-    verdict = "beyond" if hi - lo > 2 * noise else "within" if hi - lo < noise * 1.5 else "at the edge of"
-    return (f"means span {lo:.2f}–{hi:.2f} ({(hi - lo) / lo:.0%} of the best); seed noise alone would span about "
-            f"{noise:.1f} ({len(rows)} settings × {n} seeds, seed std {sigma:.1f}): {verdict} noise")
+    """The paired noise rule (d2p_helpers.noise) over one knob's rows, each {"ppl": [...], "seeds": [...]}."""
+    return noise.knob_effect({i: by_seed(r["ppl"], r["seeds"]) for i, r in enumerate(rows)})
 
 
 def hparam_markdown(studies: dict, base: dict, seeds: list[int]) -> str:
@@ -121,15 +114,22 @@ if __name__ == "__main__":
     ap.add_argument("--sparsities", default="0.5,0.7")
     ap.add_argument("--studies", default="lambda,s,nsamples", help="which studies to run (comma list)")
     ap.add_argument("--report", action="store_true", help="write the files from cached runs only")
+    ap.add_argument("--from-saved", action="store_true",
+                    help="re-render hparams.md and the figure from results/hparams.json (no cache needed)")
     a = ap.parse_args()
-    seeds = [int(x) for x in a.seeds.split(",")]
-    studies = hparam_study(BASE, seeds, [float(x) for x in a.lambda_grid.split(",")],
-                           [x if x in ("L", "auto") else float(x) for x in a.s_values.split(",")],
-                           [int(x) for x in a.n_values.split(",")], [float(x) for x in a.sparsities.split(",")],
-                           CACHE, progress=not a.report, studies=tuple(a.studies.split(",")),
-                           cached_only=a.report)
-    write_json(ROOT / "results" / "hparams.json", {"protocol": BASE, "seeds": seeds, "studies": studies,
-                                                  "versions": versions()})
+    saved_path = ROOT / "results" / "hparams.json"
+    saved = read_json(saved_path) if saved_path.exists() else None
+    if a.from_saved:
+        seeds, studies = saved["seeds"], saved["studies"]
+    else:
+        seeds = [int(x) for x in a.seeds.split(",")]
+        studies = hparam_study(BASE, seeds, [float(x) for x in a.lambda_grid.split(",")],
+                               [x if x in ("L", "auto") else float(x) for x in a.s_values.split(",")],
+                               [int(x) for x in a.n_values.split(",")], [float(x) for x in a.sparsities.split(",")],
+                               CACHE, progress=not a.report, studies=tuple(a.studies.split(",")),
+                               cached_only=a.report)
+        refuse_a_shrinking_report(saved_path, runs_in(studies), runs_in(saved["studies"]) if saved else 0)
+        write_json(saved_path, {"protocol": BASE, "seeds": seeds, "studies": studies, "versions": versions()})
     write_text(ROOT / "results" / "hparams.md", hparam_markdown(studies, BASE, seeds))
     if all(studies.values()):
         from d2p_helpers import plots

@@ -18,10 +18,10 @@ import argparse
 import math
 import statistics
 
-from d2p_helpers.plots import paired_ratio
+from d2p_helpers.noise import VERDICT_WORD, paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
-from d2p_helpers.record import versions, write_json, write_text
-from studies.runs import ROOT, RunSpec, cached, run_plan, saved_results
+from d2p_helpers.record import read_json, versions, write_json, write_text
+from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan, saved_results
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 64, "seqlen": 128,
             "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 16}
@@ -146,15 +146,6 @@ def _ms(values: list[float]) -> str:
         else f"{values[0]:.2f} (n=1)"
 
 
-def verdict(ours: list[float], peer: list[float]) -> str:
-    """Ahead / behind beyond seed noise (difference > 2 × the pooled seed std), else a tie; n = 1: no verdict."""
-    if len(ours) < 2 or len(peer) < 2:
-        return "one seed: no verdict"
-    diff = statistics.mean(ours) - statistics.mean(peer)
-    noise = math.sqrt((statistics.variance(ours) + statistics.variance(peer)) / 2)
-    return "ahead" if diff < -2 * noise else "behind" if diff > 2 * noise else "tie (within seed noise)"
-
-
 def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
     p = PROTOCOL
     lines = ["# Beyond the paper: OWL, refinement and exact reconstruction on the embedded model", "",
@@ -185,12 +176,12 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
         lines.append("")
     if preset:
         lines += ["## The preset against the best peer", "",
-                  "Best peer: the peer with the lowest mean on that text. Verdict: ahead or behind when the means "
-                  "differ by more than twice the pooled seed standard deviation, else a tie. Paired: the preset ÷ "
-                  "the peer on the same calibration draw, mean ± std over seeds, and whether it differs from 1 "
-                  "beyond seed noise (t-test on the per-seed ratios).", "",
-                  "| setting | text | best peer | peer ppl | preset ppl | preset ÷ peer | verdict | paired ratio |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "Best peer: the peer with the lowest mean on that text. Preset ÷ peer: the per-seed ratio on "
+                  "the same calibration draw, mean ± std over the shared seeds; the verdict is the paired noise "
+                  "rule of `d2p_helpers.noise` (ahead or behind when the ratio differs from 1 by more than the 95% "
+                  "t critical value times its standard error).", "",
+                  "| setting | text | best peer | peer ppl | preset ppl | preset ÷ peer (paired) | verdict |",
+                  "|---|---|---|---|---|---|---|"]
         for s in SETTINGS:
             cells = tab.get(s, {})
             peers = {k: v for k, v in cells.items() if k in PEERS}
@@ -200,9 +191,9 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
                 best = min(peers, key=lambda k: statistics.mean(peers[k][text]))
                 ours, theirs = cells[PRESET][text], peers[best][text]
                 pr = paired_ratio(dict(zip(cells[PRESET]["seeds"], ours)), dict(zip(peers[best]["seeds"], theirs)))
-                paired = f"{pr['mean']:.3f} ± {pr['std']:.3f}, {pr['verdict']}" if pr and pr["std"] is not None else "–"
-                lines.append(f"| {s} | `{text}` | {best} | {_ms(theirs)} | {_ms(ours)} | "
-                             f"{statistics.mean(ours) / statistics.mean(theirs):.3f} | {verdict(ours, theirs)} | {paired} |")
+                ratio = "–" if pr is None else f"{pr['mean']:.3f}" + (f" ± {pr['std']:.3f}" if pr["std"] else "")
+                word = VERDICT_WORD[pr["verdict"]] if pr else "no shared seed"
+                lines.append(f"| {s} | `{text}` | {best} | {_ms(theirs)} | {_ms(ours)} | {ratio} | {word} |")
         lines.append("")
     lines += ["## Cost (seed 0)", "",
               "Within one run: each stage's seconds ÷ the seconds the run spent on everything else (capture, "
@@ -307,14 +298,21 @@ def figure(tab: dict) -> None:
                        "2.0 are cut (Wanda and RIA at 70% and 2:4)")
 
 
-def report() -> None:
-    tab = table()
-    n_runs = sum(cached(spec(*r)) is not None for r in plan())
-    preset = choose_preset(tab)
-    write_json(ROOT / "results" / "recipes.json", {"protocol": PROTOCOL, "validation": VALIDATION,
-                                                   "reported": REPORTED, "table": tab, "preset": preset,
-                                                   "runs_present": n_runs, "runs_planned": len(plan()),
-                                                   "versions": versions()})
+def report(from_saved: bool = False) -> None:
+    """Write results/recipes.{json,md} and the figure from the cached runs, or (from_saved) re-render the
+    markdown and figure from results/recipes.json's table. A cache holding fewer of the planned runs than the
+    saved file reports is refused: it would overwrite measured cells with nothing."""
+    saved_path = ROOT / "results" / "recipes.json"
+    saved = read_json(saved_path) if saved_path.exists() else None
+    if from_saved:
+        tab, preset, n_runs = saved["table"], saved["preset"], saved["runs_present"]
+    else:
+        tab, n_runs = table(), sum(cached(spec(*r)) is not None for r in plan())
+        refuse_a_shrinking_report(saved_path, n_runs, saved["runs_present"] if saved else 0)
+        preset = choose_preset(tab)
+        write_json(saved_path, {"protocol": PROTOCOL, "validation": VALIDATION, "reported": REPORTED, "table": tab,
+                                "preset": preset, "runs_present": n_runs, "runs_planned": len(plan()),
+                                "versions": versions()})
     write_text(ROOT / "results" / "recipes.md", markdown(tab, preset, n_runs))
     figure(tab)
     print((ROOT / "results" / "recipes.md").read_text())
@@ -323,6 +321,8 @@ def report() -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--report", action="store_true", help="only write the files from cached runs")
+    ap.add_argument("--from-saved", action="store_true",
+                    help="re-render recipes.md and the figure from results/recipes.json (no cache needed)")
     ap.add_argument("--limit-minutes", type=float, default=None, help="stop starting new runs after this long")
     ap.add_argument("--cost", action="store_true", help="time the preset against SparseGPT in one process")
     a = ap.parse_args()
@@ -330,6 +330,6 @@ if __name__ == "__main__":
         from d2p_helpers.record import set_threads
         set_threads(1)
         cost_study()
-    elif not a.report:
+    elif not (a.report or a.from_saved):
         run_all(a.limit_minutes)
-    report()
+    report(a.from_saved)

@@ -177,6 +177,15 @@ def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> di
     return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
 
 
+def refuse_a_shrinking_report(path: Path, present: int, saved_present: int) -> None:
+    """A study's `--report` from a cache that holds fewer runs than its committed result file (a fresh clone's
+    cache is empty) would overwrite measured cells with nothing: one line, exit 2."""
+    if present < saved_present:
+        print(f"error: the run cache holds {present} of the {saved_present} runs in {Path(path).name}; seed it "
+              "first, or re-render the saved results with --from-saved", file=sys.stderr)
+        sys.exit(2)
+
+
 def claim(spec: RunSpec, cache_dir=None) -> Path | None:
     """Mark a run as being measured by this process, so that several workers can share one plan; None when a
     live process holds it already. A claim whose process is gone (a killed worker) is taken over."""

@@ -94,7 +94,6 @@ def test_recipe_preset_is_chosen_on_validation_only_and_runs_first_with_its_seed
     for s in settings:
         for label in (*recipes.PEERS, recipes.PRESET):
             assert {seed for lab, st, seed in plan if lab == label and st == s} == {0, 1, 2}
-    assert recipes.verdict([1.0], [2.0]).startswith("one seed") and recipes.verdict([1.0, 1.1], [2.0, 2.1]) == "ahead"
 
 
 def test_plan_workers_claim_each_run_once_and_take_over_a_dead_workers_claim(tmp_path):
@@ -189,3 +188,15 @@ def test_a_cache_entry_written_before_the_renames_reads_with_todays_keys(tmp_pat
     rec = cached(spec, tmp_path)
     assert rec["per_linear"] == old["per_layer"] and rec["frozen_per_block"] == ["v", "k"]
     assert rec["attention"]["per_block"] == [{"block": 0, "kl": 0.5}] and "per_layer" not in json.dumps(rec)
+
+
+def test_the_recipe_report_refuses_to_overwrite_measured_cells_from_an_emptier_cache(tmp_path):
+    """results/recipes.json holds cells whose runs a fresh clone's cache lacks: `--report` refuses (exit 2,
+    one line, nothing written); `--from-saved` is the way to re-render them."""
+    root = Path(__file__).resolve().parent.parent
+    before = (root / "results" / "recipes.json").read_bytes()
+    env = {**os.environ, "D2P_RUN_CACHE": str(tmp_path / "empty"), "MPLBACKEND": "Agg"}
+    res = subprocess.run([sys.executable, "-m", "studies.recipes", "--report"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--from-saved" in res.stderr
+    assert (root / "results" / "recipes.json").read_bytes() == before

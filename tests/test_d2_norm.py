@@ -69,10 +69,10 @@ def test_study_runs_spelled_with_defaults_share_one_cache_entry(tmp_path):
     assert again["lambda"] == st["lambda"] and len(list(tmp_path.glob("*.json"))) == 5
 
 
-def test_knob_effect_compares_the_spread_with_seed_noise():
+def test_knob_effect_reads_each_rows_seeds():
     from studies.hparams import knob_effect
-    flat = [{"ppl": [100 + d, 100 - d]} for d in (5, 3, 4, 6)]                 # same mean, seed noise only
-    steep = [{"ppl": [m + 1, m - 1]} for m in (100, 130, 160, 190)]
-    assert knob_effect(flat).endswith("within noise") and "100.00–100.00" in knob_effect(flat)
-    assert knob_effect(steep).endswith("beyond noise") and "(90% of the best)" in knob_effect(steep)
-    assert knob_effect([{"ppl": [1.0]}, {"ppl": [2.0]}]).startswith("too few")
+    flat = [{"ppl": [100 + d, 100 - d], "seeds": [0, 1]} for d in (5, 3, 4, 6)]      # same mean: seed noise only
+    steep = [{"ppl": [m + 1, m - 1.2], "seeds": [0, 1]} for m in (100, 130, 160, 190)]
+    assert knob_effect(flat).endswith("within seed noise") and "100.00–100.00" in knob_effect(flat)
+    assert knob_effect(steep).endswith("beyond seed noise") and "(90% of the best)" in knob_effect(steep)
+    assert knob_effect([{"ppl": [1.0], "seeds": [0]}, {"ppl": [2.0], "seeds": [0]}]).startswith("too few")
