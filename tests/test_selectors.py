@@ -67,3 +67,28 @@ def test_auto_ppl_needs_a_text_with_a_validation_split(tmp_path):
     with pytest.raises(PruneError, match="val split"):
         prune(model, "d2prune", sparsity=0.5, nsamples=2, seqlen=32, tokenizer=tok, calib=str(f), frozen="auto:ppl",
               progress=False)
+
+
+def test_a_policy_is_the_one_seam_between_the_engine_and_the_q_k_v_choice():
+    """A policy written outside the package plugs in the way auto:kl and auto:outlier do: it reads each
+    block's typed context, its choice is what the engine freezes, and its log lands in the report."""
+    from d2p_helpers.prune import PruneConfig, run_pruning
+    from d2p_helpers.prune.selectors import FrozenPolicy
+    model, tok = tiny("tiny-llama")
+    seen = []
+
+    def alternate(ctx):
+        seen.append((ctx.index, sorted(ctx.qkv), ctx.attention_path, ctx.cfg.sparsity))
+        role = "kv"[ctx.index % 2]
+        policy.log.append({"block": ctx.index, "chosen": role})
+        return {role}
+
+    policy = FrozenPolicy("alternate", alternate)
+    cfg = PruneConfig(method="d2prune", sparsity=0.5, nsamples=4, seqlen=64)
+    rep = run_pruning(model, cfg, tok, progress=False, policy=policy)
+    n = model.config.num_hidden_layers
+    assert [s[0] for s in seen] == list(range(n)) and all(s[1] == ["k", "q", "v"] for s in seen)
+    assert rep.frozen_per_block == ["kv"[i % 2] for i in range(n)]
+    assert rep.selector_log == policy.log and "selector_log" not in rep.config
+    frozen_rows = [r["name"].split(".")[-1][0] for r in rep.per_linear if r["frozen"]]
+    assert frozen_rows == rep.frozen_per_block

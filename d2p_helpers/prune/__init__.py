@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .config import PruneConfig, PruneError
-from .engine import PruneReport, save_pruned
+from .engine import PruneReport, run_pruning, save_pruned
 from .methods import METHODS
 
 
@@ -21,8 +21,7 @@ def prune(model, method: str | None = None, cfg: PruneConfig | None = None, *, t
         raise PruneError(f"unknown option(s) {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(sorted(set(PruneConfig.__dataclass_fields__) - {'method'}))}")
     fields = {**(asdict(cfg) if cfg is not None else {}), **({"method": method} if method else {}), **overrides}
-    from .selectors import run_with_selector
-    return run_with_selector(model, PruneConfig(**fields), tokenizer=tokenizer, samples=samples, progress=progress)
+    return run_pruning(model, PruneConfig(**fields), tokenizer=tokenizer, samples=samples, progress=progress)
 
 
 __all__ = ["prune", "setting_kwargs", "METHODS", "PruneConfig", "PruneError", "PruneReport", "save_pruned"]

@@ -21,28 +21,12 @@ from ..calibration import (BlockInputs, move_to, attach_stats, capture_block_inp
                            run_block)
 from ..masks import is_valid_n_of_m, sparsity_of
 from ..models import get_adapter
-from .config import PruneConfig, PruneError  # noqa: F401  (re-exported)
+from .config import SELECTORS, PruneConfig, PruneError  # noqa: F401  (re-exported)
+from .context import BlockContext
 from .d2prune import frozen_roles
 from .magnitude import prune_magnitude
 from .methods import METHODS, METHODS_BY_NAME, solve_linear, solver_plan, unit_plan  # noqa: F401  (re-exported)
 
-
-
-@dataclass
-class BlockContext:
-    """What a per-block frozen-projection policy sees (auto:kl, auto:outlier): the block as the engine holds it,
-    its linears and q/k/v names, the statistics of this pass, the calibration inputs, the block's outputs before
-    pruning, and where its attention module is (from the adapter, never rebuilt from names)."""
-    index: int
-    block: object
-    linears: dict
-    qkv: dict
-    stats: dict
-    inputs: object
-    dense_out: object
-    cfg: PruneConfig
-    device: object
-    attention_path: str
 
 
 @dataclass
@@ -193,10 +177,21 @@ def block_units(adapter, block) -> dict[str, tuple[str, slice | None]]:
 
 @torch.no_grad()
 def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_info=None,
-                progress: bool = True, choose_frozen=None) -> PruneReport:
-    """Prune `model` in place. `choose_frozen(BlockContext) -> role-set` overrides the fixed choice per block."""
+                progress: bool = True, policy=None) -> PruneReport:
+    """Prune `model` in place: the one entry of `prune()`, `d2p prune` and the studies.
+
+    The q/k/v choice is cfg.frozen: a fixed set of roles, a per-block policy (auto:outlier, auto:kl; or
+    `policy`, a selectors.FrozenPolicy) that reads each block's BlockContext, or auto:ppl, three whole
+    prunings scored on validation text."""
     cfg.validate()
     check_model(model, cfg)
+    if cfg.frozen == "auto:ppl" and policy is None:
+        from .selectors import choose_by_val_ppl
+        return choose_by_val_ppl(model, cfg, tokenizer, samples, progress, prune_with=run_pruning)
+    if cfg.frozen in SELECTORS and policy is None:
+        from .selectors import block_policy
+        policy = block_policy(cfg, model)
+    choose_frozen = policy.choose if policy is not None else None
     adapter, t_start = get_adapter(model), time.perf_counter()
     blocks, report = adapter.blocks(model), PruneReport(config=asdict(cfg))
     home = next(model.parameters()).device
@@ -228,6 +223,8 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
         _prune_block(block, index, adapter, inputs, bcfg, report, fixed, choose_frozen, device, dense)
         blocks[index] = block.to(home)
     report.prune_seconds = time.perf_counter() - t_start
+    if policy is not None:
+        report.selector_log = policy.log
     return report
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from ..attention import attention_kl, capture_attention_modules, causal_mask, eager_attention
 from ..calibration import move_to
-from .config import OUTLIER_DEFS, SELECTORS, PruneError
+from .config import OUTLIER_DEFS, PruneError
 from .d2prune import d2_wanda_score
-from .engine import BlockContext, run_pruning
+from .context import BlockContext
 from .methods import solve_linear
 
 KL_SAMPLES = 8   # calibration windows used to score each candidate in auto:kl
@@ -92,34 +94,36 @@ def choose_by_kl(ctx: BlockContext, log: list, model, causal: bool) -> set[str]:
     return {role}
 
 
-def run_with_selector(model, cfg, tokenizer=None, samples=None, progress=True):
-    """Dispatch: fixed choices prune directly; selectors choose per block or per model."""
-    cfg.validate()
-    if cfg.frozen not in SELECTORS:
-        return run_pruning(model, cfg, tokenizer, samples, progress=progress)
+@dataclass
+class FrozenPolicy:
+    """A per-block frozen-projection policy for the engine: `choose(BlockContext)` returns the roles to freeze
+    in that block, and `log` keeps what it measured (it lands in the report's `selector_log`)."""
+    name: str
+    choose: Callable
+    log: list = field(default_factory=list)
+
+
+def block_policy(cfg, model) -> FrozenPolicy:
+    """auto:outlier or auto:kl as a per-block policy (auto:ppl chooses for the whole model: `choose_by_val_ppl`)."""
     from ..models import get_adapter
     adapter = get_adapter(model)
-    if cfg.frozen in ("auto:kl", "auto:outlier") and adapter.row_groups(adapter.blocks(model)[0]):
+    if adapter.row_groups(adapter.blocks(model)[0]):
         raise PruneError(f"{cfg.frozen} does not yet handle a fused qkv projection ({adapter.model_type}); "
                          "give --frozen q|k|v|none|all")
     if cfg.frozen == "auto:outlier":
-        log = []
-        report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
-                             choose_frozen=lambda ctx: choose_by_outlier(ctx, log))
-        report.selector_log = log
-        return report
+        policy = FrozenPolicy(cfg.frozen, None)
+        policy.choose = lambda ctx: choose_by_outlier(ctx, policy.log)
+        return policy
     if cfg.frozen == "auto:kl":
-        causal = adapter.kind == "decoder"
-        log = []
-        report = run_pruning(model, cfg, tokenizer, samples, progress=progress,
-                             choose_frozen=lambda ctx: choose_by_kl(ctx, log, model, causal))
-        report.selector_log = log
-        return report
-    return _choose_by_val_ppl(model, cfg, tokenizer, samples, progress)
+        causal, policy = adapter.kind == "decoder", FrozenPolicy(cfg.frozen, None)
+        policy.choose = lambda ctx: choose_by_kl(ctx, policy.log, model, causal)
+        return policy
+    raise PruneError(f"no per-block policy for --frozen {cfg.frozen}")
 
 
-def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
-    """Three full prunings (freeze q, k, v), each scored on the calibration text's val split."""
+def choose_by_val_ppl(model, cfg, tokenizer, samples, progress, prune_with):
+    """auto:ppl: three full prunings with `prune_with` (the engine's run_pruning) freezing q, k and v in turn,
+    each scored on the calibration text's val split; the best is kept in `model`."""
     from ..data import eval_windows, parse_name
     from ..evaluate import perplexity
     if tokenizer is None:
@@ -133,7 +137,7 @@ def _choose_by_val_ppl(model, cfg, tokenizer, samples, progress):
     results, best = {}, None
     for role in ("q", "k", "v"):
         trial = copy.deepcopy(model)
-        rep = run_pruning(trial, dataclasses.replace(cfg, frozen=role), tokenizer, samples, progress=progress)
+        rep = prune_with(trial, dataclasses.replace(cfg, frozen=role), tokenizer, samples, progress=progress)
         results[role] = perplexity(trial, val.ids, progress=False)
         if best is None or results[role] < results[best[0]]:
             best = (role, trial, rep)
