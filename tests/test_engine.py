@@ -154,8 +154,10 @@ def test_bf16_model_prunes_with_fp32_statistics():
     assert rep.achieved_sparsity == pytest.approx(0.5, abs=0.01)
 
 
-def _reference_sparsegpt(W, H, sparsity, blocksize=128, percdamp=0.01):
-    """A line-by-line transcription of SparseGPT's `fasterprune` (unstructured), for comparison."""
+def _reference_sparsegpt(W, H, sparsity, blocksize=128, percdamp=0.01, exact_count=True):
+    """SparseGPT's `fasterprune` (unstructured), line by line, with one change when `exact_count`: the block's
+    mask takes exactly k = int(numel * sparsity) entries (stable sort), as ours does. fasterprune's own rule,
+    `tmp <= sort(tmp)[k]`, takes k + 1 (exact_count=False; the test below shows the difference)."""
     W = W.clone()
     H = H.clone()
     dead = torch.diag(H) == 0
@@ -168,9 +170,13 @@ def _reference_sparsegpt(W, H, sparsity, blocksize=128, percdamp=0.01):
         W1, Q1, Err1, Hinv1 = W[:, i1:i2].clone(), torch.zeros_like(W[:, i1:i2]), torch.zeros_like(W[:, i1:i2]), Hinv[i1:i2, i1:i2]
         tmp = W1 ** 2 / (torch.diag(Hinv1).reshape((1, -1))) ** 2
         k = int(tmp.numel() * sparsity)
-        mask1 = torch.zeros(tmp.numel(), dtype=torch.bool)
-        mask1[torch.sort(tmp.flatten(), stable=True)[1][:k]] = True
-        mask1 = mask1.view_as(tmp)
+        if exact_count:
+            mask1 = torch.zeros(tmp.numel(), dtype=torch.bool)
+            mask1[torch.sort(tmp.flatten(), stable=True)[1][:k]] = True
+            mask1 = mask1.view_as(tmp)
+        else:
+            thresh = torch.sort(tmp.flatten())[0][k]
+            mask1 = tmp <= thresh
         for i in range(i2 - i1):
             w, d = W1[:, i], Hinv1[i, i]
             q = w.clone()
@@ -190,6 +196,19 @@ def test_obs_update_matches_reference_sparsegpt():
     ref = _reference_sparsegpt(W, st.hessian(), 0.5)
     assert torch.equal(ours == 0, ref == 0)
     assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fasterprunes_own_mask_rule_takes_one_more_weight_per_block_than_ours():
+    """Why the reference above changes one line: fasterprune's `tmp <= thresh` prunes k + 1 weights per
+    128-column block. On the first block (same scores for both) its mask is ours plus one weight."""
+    W, X, st = _layer_and_stats(d_in=256)
+    ours = solve_linear("sparsegpt", W, st, PruneConfig(method="sparsegpt", sparsity=0.5))[0]
+    faithful = _reference_sparsegpt(W, st.hessian(), 0.5, exact_count=False)
+    k = int(W.shape[0] * 128 * 0.5)
+    assert [int((faithful[:, b:b + 128] == 0).sum()) for b in (0, 128)] == [k + 1, k + 1]
+    assert [int((ours[:, b:b + 128] == 0).sum()) for b in (0, 128)] == [k, k]
+    first_ours, first_faithful = ours[:, :128] == 0, faithful[:, :128] == 0
+    assert bool((first_faithful | ~first_ours).all()) and int((first_faithful & ~first_ours).sum()) == 1
 
 
 def test_dense_block_stats_sees_the_dense_model_inputs_of_that_block():

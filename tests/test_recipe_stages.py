@@ -131,7 +131,7 @@ def _start(kind, W, st, nm):
 @pytest.mark.parametrize("kind", ["dsnot", "swap"])
 @pytest.mark.parametrize("start", ["wanda", "sparsegpt", "magnitude"])
 @pytest.mark.parametrize("nm", [None, (2, 4)])
-def test_refine_never_worse_same_counts_valid_pattern(kind, start, nm):
+def test_refine_after_its_keep_better_guard_never_worse_same_counts_valid_pattern(kind, start, nm):
     for mean in (0.0, 1.0):
         W, _, st = _layer(mean=mean)
         new = _start(start, W, st, nm)
@@ -293,6 +293,25 @@ def test_ria_end_to_end(kw, samples):
     assert all(r["zeros"] == r["shape"][0] * (r["shape"][1] // 2) for r in rep.per_linear)
     if "pattern" in kw and not kw.get("permute"):
         assert all(r["nm_valid"] for r in rep.per_linear)
+
+
+def test_dsnot_raw_cycles_on_rows_worked_by_hand():
+    """DSnoT's cycles alone (no keep-better guard), on two rows whose answer is worked out by hand.
+    E[x] = 1 and Var[x] = 1 for every input, so e = Σ (W − Ŵ)_j and the grow metric is W_j.
+    Row 0: Ŵ = [0, 1, −1, 0], e = 4 + 2 = 6 > 0. Grow the pruned weight with the largest W_j (j = 0, 4); prune
+      a kept weight whose removal lowers e (Ŵ_k < 0: k = 2); e → 6 − 4 − 1 = 1. Next cycle: nothing kept has
+      Ŵ_k < 0, so the row stops at [4, 1, 0, 0].
+    Row 1: Ŵ = [0, 1, 2, 0], e = −3 − 1 = −4 < 0. Grow the largest −W_j (j = 0, 3); prune the least important
+      kept weight with Ŵ_k > 0 (|Ŵ| · ‖x‖: k = 1); e → −4 + 3 + 1 = 0, and the row stops at [−3, 0, 2, 0]."""
+    from d2p_helpers.prune.refine import _dsnot_unstructured
+    W = torch.tensor([[4.0, 1.0, -1.0, 2.0], [-3.0, 1.0, 2.0, -1.0]])
+    cur = torch.tensor([[0.0, 1.0, -1.0, 0.0], [0.0, 1.0, 2.0, 0.0]])
+    mu, var, norm = torch.ones(4), torch.ones(4), torch.ones(4)
+    e = ((W - cur) * mu).sum(dim=1)
+    assert e.tolist() == [6.0, -4.0]
+    out = _dsnot_unstructured(W, cur.clone(), e, torch.ones(2, dtype=torch.bool), (cur == 0) & (W != 0), cur != 0,
+                              W * mu, W * mu / var, mu, norm, 0.5, 50)
+    assert out.tolist() == [[4.0, 1.0, 0.0, 0.0], [-3.0, 0.0, 2.0, 0.0]]
 
 
 @pytest.mark.parametrize("start", ["wanda", "sparsegpt", "magnitude"])
