@@ -47,11 +47,16 @@ def finish(out_dir: str | Path, notebook: str, parameters: dict, metrics: dict, 
     return path
 
 
-def caption(**protocol) -> str:
-    """Protocol line printed under a figure: model, data, N x L, seed, versions."""
-    v = versions()
+def caption(records: list | None = None, **protocol) -> str:
+    """Protocol line printed under a figure: model, data, N x L, seed, versions. With `records` (the result
+    records the figure draws), the versions are the ones those runs were measured with, not this kernel's."""
     items = [f"{k}={v_}" for k, v_ in protocol.items()]
-    items.append(f"torch {v.get('torch')}, transformers {v.get('transformers')}")
+    if records:
+        seen = {(r["versions"].get("torch"), r["versions"].get("transformers")) for r in records if r.get("versions")}
+        items.append("measured with " + ", ".join(f"torch {t}, transformers {tr}" for t, tr in sorted(seen)))
+    else:
+        v = versions()
+        items.append(f"torch {v.get('torch')}, transformers {v.get('transformers')}")
     return "; ".join(items)
 
 

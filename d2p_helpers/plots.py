@@ -112,12 +112,40 @@ def mask_image(ax, weight, title: str, rows: int = 64, cols: int = 128) -> None:
     ax.set_xticks([]), ax.set_yticks([])
 
 
-def attention_map(ax, probs, title: str, vmax: float | None = None) -> None:
-    """Head-averaged attention map [T, T]."""
-    im = ax.imshow(probs.float().cpu().numpy(), cmap="viridis", vmin=0, vmax=vmax)
+def attention_map(ax, probs, title: str, vmax: float | None = None, difference: bool = False):
+    """Head-averaged attention map [T, T]; with `difference`, a pruned-minus-dense map on a diverging scale
+    centred at zero (red: more attention than the dense model, blue: less)."""
+    if difference:
+        lim = vmax or float(probs.abs().max())
+        im = ax.imshow(probs.float().cpu().numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    else:
+        im = ax.imshow(probs.float().cpu().numpy(), cmap="viridis", vmin=0, vmax=vmax)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("key"), ax.set_ylabel("query")
     return im
+
+
+def setting_positions(settings: list) -> dict:
+    """x positions for benchmark settings: the sparsities in order, then the N:M patterns after a gap. A
+    pattern is not a point on the sparsity axis, so nothing should join 80% to 2:4 with a line."""
+    dense = [s for s in settings if ":" not in s]
+    nm = [s for s in settings if ":" in s]
+    return {**{s: float(i) for i, s in enumerate(dense)}, **{s: len(dense) + 0.5 + i for i, s in enumerate(nm)}}
+
+
+def settings_errorbar(ax, settings: list, ys: list, yerr=None, **kw) -> None:
+    """One series over benchmark settings: a line through the sparsities, unjoined markers for N:M patterns
+    (same colour and label once); the x ticks name every setting."""
+    pos = setting_positions(settings)
+    yerr = yerr if yerr is not None else [0] * len(ys)
+    for part, style in (([s for s in settings if ":" not in s], {}), ([s for s in settings if ":" in s],
+                                                                       {"ls": "none"})):
+        idx = [settings.index(s) for s in part]
+        if idx:
+            line = ax.errorbar([pos[s] for s in part], [ys[i] for i in idx], yerr=[yerr[i] for i in idx],
+                               **{"capsize": 3, **kw, **style})
+            kw = {**kw, "label": None, "color": line[0].get_color()}
+    ax.set_xticks(list(pos.values()), list(pos))
 
 
 def ratio_text(r: dict | None, pct: bool = True) -> str:

@@ -126,20 +126,28 @@ fig_layers = plots.save(fig, fig_dir / "04_attention_kl_layers.png",
 # %% [markdown]
 # ## The picture (paper Figure 3)
 #
-# Head-averaged attention of the last layer on the first `map_tokens` tokens of the evaluation text. One colour
-# scale for all three maps (the dense map's maximum without the first four queries and the first key, the attention
-# sink), so that a flatter or sharper distribution shows as a paler or brighter diagonal.
+# Head-averaged attention of the last layer on the first `map_tokens` tokens of the evaluation text. Side by side,
+# pruned maps look like the dense one: the changes are a few hundredths of a probability. So the first panel is
+# the dense map, and the other two show what pruning changed, pruned − dense, on one diverging scale (red: more
+# attention than the dense model, blue: less). The dense scale leaves out the first four queries and the first key
+# (the attention sink).
 
 # %%
 ids = make_windows(tok, eval_data, map_tokens, 1).ids
 maps = {"dense": head_averaged_map(dense_lm, {"input_ids": ids})}
 maps.update({label: head_averaged_map(m, {"input_ids": ids}) for label, m in pruned.items()})
 peaks = {label: float(mp[1:].max(-1).values.mean()) for label, mp in maps.items()}
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
 vmax = float(maps["dense"][4:, 1:].max())
-for ax, (label, mp) in zip(axes, maps.items()):
-    plots.attention_map(ax, mp, f"{label}: mean row peak {peaks[label]:.2f}", vmax=vmax)
+fig.colorbar(plots.attention_map(axes[0], maps["dense"], f"dense: mean row peak {peaks['dense']:.2f}", vmax),
+             ax=axes[0], shrink=0.8)
+diffs = {label: maps[label] - maps["dense"] for label in pruned}
+lim = max(float(d[4:, 1:].abs().max()) for d in diffs.values())
+for ax, (label, d) in zip(axes[1:], diffs.items()):
+    im = plots.attention_map(ax, d, f"{label} − dense (peak {peaks[label]:.2f})", lim, difference=True)
+fig.colorbar(im, ax=axes[1:], shrink=0.8, label="attention change")
 fig_maps = plots.save(fig, fig_dir / "04_attention_maps.png")
+change = {label: float(d.abs().sum(-1).mean()) / 2 for label, d in diffs.items()}   # total variation per row
 
 # %% [markdown]
 # ## What we learned
@@ -160,7 +168,9 @@ display(Markdown(
     f"({min(kl.values()):.4f}), the highest {max(kl, key=kl.get)} ({max(kl.values()):.4f}); one calibration seed.\n"
     f"* Peak attention, pruned ÷ dense, averaged over layers: SparseGPT {flat['SparseGPT']:.3f}, freeze v "
     f"{flat['freeze v']:.3f} (below 1 = flatter). Last layer, mean row peak: dense {peaks['dense']:.3f}, "
-    f"SparseGPT {peaks['SparseGPT']:.3f}, freeze v {peaks['freeze v']:.3f}.\n"
+    f"SparseGPT {peaks['SparseGPT']:.3f}, freeze v {peaks['freeze v']:.3f}. On the map, pruning moves "
+    f"{change['SparseGPT']:.1%} (SparseGPT) and {change['freeze v']:.1%} (freeze v) of each query's attention "
+    "to other keys (total variation, mean over queries).\n"
     f"* So here: freezing v {'lowers' if v_vs_all < 0 else 'does not lower'} the attention KL against all-updated, and "
     f"SparseGPT {'flattens' if flat['SparseGPT'] < 1 else 'does not flatten'} the attention on average "
     f"({'more' if flat['SparseGPT'] < flat['freeze v'] else 'no more'} than freeze v). The paper's Figure 3 is one "
@@ -174,6 +184,21 @@ display(Markdown(
 #    seed noise?
 # 3. Does a lower attention KL go with a lower perplexity in the table? What else does the frozen projection change?
 #
+# %%
+kl_rank = sorted(kl, key=kl.get)
+notebook.answers([
+    "The paper's argument is about the distribution becoming flatter, which the peak ratio measures; KL counts "
+    f"any change of the distribution. Here SparseGPT's mean peak ratio is {flat['SparseGPT']:.3f} and freeze v's "
+    f"{flat['freeze v']:.3f}, while the KL ranks the choices {', '.join(kl_rank)}.",
+    "Rerun the q/k/v study with two more calibration seeds (`use_results=False` and another `seed`) and compare "
+    "each choice with freeze v per seed, with the paired rule notebook 06 uses.",
+    "Compare the two orderings in the table: lowest KL "
+    f"{kl_rank[0]}, lowest perplexity {min(configs, key=lambda c: configs[c]['ppl'])}. The frozen projection "
+    "also keeps its weights un-updated by OBS, which changes the MLP's inputs and the residual stream, not only "
+    "the attention pattern.",
+])
+
+# %% [markdown]
 # **What to try next.** `sparsity=0.7` (the q/k/v study has it); `use_results=False, attention_windows=4` to
 # measure every choice layer by layer; the last layer only of a larger model on a GPU; notebook 05 for choosing the
 # frozen projection automatically.
@@ -185,5 +210,5 @@ notebook.finish(out, "04_attention_kl",
                  "attention_windows": attention_windows, "use_results": use_results},
                 {"source": source, "configs": configs, "kl_freeze_v_vs_all_updated": v_vs_all,
                  "fidelity": {k: {x: f[x] for x in ("mean_kl", "mean_rmse", "logit_kl")} for k, f in fidelity.items()},
-                 "mean_peak_ratio": flat, "last_layer_mean_peak": peaks},
+                 "mean_peak_ratio": flat, "last_layer_mean_peak": peaks, "last_layer_change": change},
                 [fig_layers, fig_maps])

@@ -273,14 +273,15 @@ def figure(table: dict) -> Path:
     for m in METHODS:
         ys = [table[f"{m}@{s}"]["wiki"]["mean"] if f"{m}@{s}" in table else float("nan") for s in xs]
         es = [table[f"{m}@{s}"]["wiki"]["std"] if f"{m}@{s}" in table else 0 for s in xs]
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=plots.method_color(m))
+        plots.settings_errorbar(ax, xs, ys, es, marker="o", label=m, color=plots.method_color(m))
         if m in ("magnitude", "sparsegpt"):
             continue
         base = [table.get(f"sparsegpt@{s}", {}).get("wiki", {}).get("mean", float("nan")) for s in xs]
-        rel.errorbar(xs, [y / b for y, b in zip(ys, base)], yerr=[e / b for e, b in zip(es, base)], marker="o",
-                     capsize=3, label=m, color=plots.method_color(m))
+        plots.settings_errorbar(rel, xs, [y / b for y, b in zip(ys, base)], [e / b for e, b in zip(es, base)],
+                                marker="o", label=m, color=plots.method_color(m))
     paper = [opt125m_ppl(s) for s in xs]
-    rel.plot(xs, [p["D2Prune"] / p["SparseGPT"] if p else float("nan") for p in paper], "k*", ms=10,
+    at = plots.setting_positions(xs)
+    rel.plot([at[s] for s in xs], [p["D2Prune"] / p["SparseGPT"] if p else float("nan") for p in paper], "k*", ms=10,
              label="paper OPT-125M: D²Prune / SparseGPT")
     if "dense@0" in table:
         ax.axhline(table["dense@0"]["wiki"]["mean"], color="#444444", ls="--", lw=1, label="dense")

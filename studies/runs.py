@@ -177,6 +177,21 @@ def saved_results(path: str | Path, protocol: dict, key: str = "protocol") -> di
     return saved if all(saved.get(key, {}).get(k) == v for k, v in protocol.items()) else None
 
 
+class ResultsDisagree(ValueError):
+    """Two result files report different numbers for one run (same model, method, options, seed, protocol)."""
+
+
+def same_run(values: dict, what: str, rel: float = 1e-4) -> float:
+    """The one number several result files report for the same run ({source: value}); raises ResultsDisagree,
+    naming every source, when they differ: one of the studies is older than the engine and must be rerun.
+    `rel` allows what another torch build's float rounding moves a perplexity by, nothing more."""
+    vals = list(values.values())
+    if max(vals) - min(vals) > rel * max(abs(v) for v in vals):
+        raise ResultsDisagree(f"{what}: " + ", ".join(f"{k} says {v:.6g}" for k, v in values.items())
+                              + " — the same run cannot have two values; rerun the older study")
+    return vals[0]
+
+
 def refuse_a_shrinking_report(path: Path, present: int, saved_present: int) -> None:
     """A study's `--report` from a cache that holds fewer runs than its committed result file (a fresh clone's
     cache is empty) would overwrite measured cells with nothing: one line, exit 2."""

@@ -69,3 +69,19 @@ def test_one_colour_per_method_across_figures():
     assert close == [], close                                                  # no two labels look alike
     configs = labels
     assert method_color(configs[0]) == method_color(configs[0])               # stable within a process
+
+
+def test_n_m_patterns_sit_apart_from_the_sparsity_axis_and_no_line_joins_them():
+    import matplotlib.pyplot as plt
+
+    from d2p_helpers import plots
+    settings = ["0.5", "0.7", "0.8", "2:4", "4:8"]
+    pos = plots.setting_positions(settings)
+    assert pos["0.8"] == 2 and pos["2:4"] - pos["0.8"] > 1 and pos["4:8"] > pos["2:4"]
+    fig, ax = plt.subplots()
+    plots.settings_errorbar(ax, settings, [1, 2, 4, 3, 2.5], [0.1] * 5, marker="o", label="wanda", color="C0")
+    joined = [ln for ln in ax.get_lines() if ln.get_linestyle() not in ("None", "none", "")]
+    assert [list(ln.get_xdata()) for ln in joined] == [[0.0, 1.0, 2.0]]     # the line stops at 80%
+    assert [t.get_text() for t in ax.get_xticklabels()] == settings
+    assert [h.get_label() for h in ax.get_legend_handles_labels()[0]] == ["wanda"]   # one legend entry
+    plt.close(fig)
