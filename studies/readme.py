@@ -15,8 +15,106 @@ BLOCKS = {"headline": "results/headline.md", "bench": "results/bench.md", "qkv":
           "hparams": "results/hparams.md", "zeroshot": "results/zeroshot.md", "vision": "results/vision.md",
           "timing": "results/timing.md", "lora": "results/lora.md", "bench_paper_n": "results/bench_paper_n.md",
           "recipes": "results/recipes.md", "reconstruct": "results/reconstruct.md",
-          "error_correction": "results/error_correction.md", "gpu": "results/gpu.md"}
-PAGES = {"README.md": ["headline"], "docs/RESULTS.md": [b for b in BLOCKS if b != "headline"]}
+          "error_correction": "results/error_correction.md", "gpu": "results/gpu.md",
+          "notebooks": "notebooks/PLAN.md"}
+PAGES = {"README.md": ["headline", "notebooks"],
+         "docs/RESULTS.md": [b for b in BLOCKS if b not in ("headline", "notebooks")]}
+
+# (notebook, what you learn, the result files it reads by default: use_results=True)
+NOTEBOOKS = [
+    ("00_setup_and_data", "the embedded model and texts, the model's anatomy, dense perplexity by the paper's "
+     "protocol", []),
+    ("01_dual_taylor_derivation", "the dual Taylor expansion, checked term by term on a real layer; how big the "
+     "D² term is next to OBS", []),
+    ("02_delta_x_lambda_check", "the paper's δx = λx fit (Appendix C) on real text pairs, with a same-text "
+     "control", []),
+    ("03_prune_opt125m_step_by_step", "a 4 × 8 example by hand, then capture → statistics → scores → masks → OBS "
+     "update → error on one real block, then the whole model", []),
+    ("04_attention_kl", "attention maps and what pruning changes in them, per-layer KL and RMSE for every q/k/v "
+     "choice", ["qkv_selectors.json"]),
+    ("05_qkv_update_search", "three selectors for the frozen projection that never look at the test text",
+     ["qkv_selectors.json"]),
+    ("06_method_comparison", "the benchmark table and plot, the 2×2 of D² score × frozen projection, and whether "
+     "the paper's gains carry over", ["bench.json", "hparams.json", "qkv_selectors.json", "bench_paper_n.json"]),
+    ("07_zero_shot", "zero-shot accuracy (lm-eval's scoring) of dense and pruned models", ["zeroshot.json"]),
+    ("08_scale_to_llama", "memory arithmetic for 7B–70B, the same pipeline on a Llama (the embedded GQA model)",
+     []),
+    ("09_deit_vision", "pruning a real ViT-S/14 on real images; k-NN top-1, CLS cosine, attention on a photo", []),
+    ("10_sparse_speedup", "2:4 layout checks and, on a CUDA GPU, dense vs 2:4 GEMM timings", []),
+    ("11_hyperparameters", "λ₁ × λ₂, the scale s, the calibration count N — and a D² term that means the same at "
+     "any N", ["hparams.json"]),
+    ("12_lora_recovery", "LoRA fine-tuning of pruned models with the sparsity kept, before/after", ["lora.json"]),
+    ("13_beyond_the_paper", "OWL, DSnoT, least-squares reconstruction, error correction toward the dense model "
+     "and the recipe preset, one stage at a time", ["recipes.json"]),
+    ("14_paper_claims", "each claim of the paper with our number and a computed verdict, and the verdict sheet",
+     ["bench.json", "bench_paper_n.json", "qkv_selectors.json", "hparams.json", "zeroshot.json", "vision.json",
+      "timing.json"]),
+]
+# the two-hour meeting: (minutes into the meeting, notebooks, what the group does)
+MEETING = [(0, ["00_setup_and_data"], "start it, read the paper's abstract and VERDICTS.md while it runs"),
+           (15, ["01_dual_taylor_derivation", "02_delta_x_lambda_check"], "the theory, live"),
+           (45, ["03_prune_opt125m_step_by_step"], "the 4 × 8 example on the whiteboard, then one real block, live"),
+           (75, ["04_attention_kl", "05_qkv_update_search", "06_method_comparison"],
+            "the attention argument and the benchmark, from stored results"),
+           (100, ["13_beyond_the_paper", "14_paper_claims"], "beyond the paper and the verdicts, stored results")]
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def stored_cost(name: str) -> str:
+    """What one result file holds, and the compute it records (the time to regenerate it, one core)."""
+    path = ROOT / "results" / name
+    if not path.exists():
+        return f"`{name}` (not measured yet)"
+    d = json.loads(path.read_text())
+    if "records" in d:
+        runs, secs = len(d["records"]), sum(r.get("seconds", 0) for r in d["records"])
+    elif name == "qkv_selectors.json" or name == "lora.json":
+        runs, secs = len(d["rows"]), sum(r.get("prune_seconds", 0) + r.get("train_seconds", 0) for r in d["rows"])
+    elif name == "zeroshot.json":
+        runs, secs = len(d["models"]), sum(m["seconds"] for m in d["models"].values())
+    elif name == "vision.json":
+        runs, secs = len(d["rows"]), d["total_run_seconds"]
+    elif name == "timing.json":
+        runs, secs = sum(len(v) for v in d["runs"].values()), sum(r["prune_seconds"] for v in d["runs"].values()
+                                                                   for r in v)
+    elif name == "hparams.json":
+        runs, secs = sum(len(r["ppl"]) for rows in d["studies"].values() for r in rows), 0
+    else:
+        runs, secs = d.get("runs_present", 0), 0
+    return f"`{name}` ({runs} runs" + (f", {_hours(secs)} recorded)" if secs else ")")
+
+
+def notebook_plan() -> str:
+    """The notebook table (runtime at the defaults from notebooks/runtimes.json, what each reads) and a plan for
+    a two-hour reading-group meeting built from those runtimes."""
+    sys.path.insert(0, str(ROOT))
+    from d2p_helpers.notebooks_run import runtimes
+    times = runtimes()
+
+    def rt(n):
+        return (f"{times[n]['seconds'] / 60:.1f} min" if times[n]["seconds"] >= 90 else
+                f"{times[n]['seconds']:.0f} s") if n in times else "not measured"
+    lines = ["**A two-hour meeting.** Runtimes are the notebooks' own at their defaults on a 2-core CPU "
+             "(`notebooks/runtimes.json`); a notebook that reads stored results opens them instantly, and "
+             "regenerating those (`use_results=False`) costs what the last column says.", ""]
+    for start, names, what in MEETING:
+        total = sum(times.get(n, {}).get("seconds", 0) for n in names)
+        unmeasured = [n[:2] for n in names if n not in times]
+        lines.append(f"* **{start // 60}:{start % 60:02d}** — {', '.join(f'`{n[:2]}`' for n in names)}: {what} "
+                     f"(run time {_hours(total) if total >= 60 else f'{total:.0f} s'}"
+                     + (f"; {', '.join(unmeasured)} not measured yet" if unmeasured else "") + ").")
+    rest = [n for n, _, _ in NOTEBOOKS if not any(n in names for _, names, _ in MEETING)]
+    lines += [f"* **Homework** — {', '.join(f'`{n[:2]}`' for n in rest)}: "
+              f"{_hours(sum(times.get(n, {}).get('seconds', 0) for n in rest))} of run time in all.", "",
+              "| notebook | what you learn | at its defaults | reads by default (regenerating costs) |",
+              "|---|---|---|---|"]
+    for n, what, reads in NOTEBOOKS:
+        lines.append(f"| `{n}` | {what} | {rt(n)} | {', '.join(stored_cost(f) for f in reads) or 'runs live'} |")
+    return "\n".join(lines) + "\n"
+
 DOMAIN = {"wiki": "other domain", "news:test": "in domain"}
 
 
@@ -73,6 +171,7 @@ def render(text: str, names=None) -> str:
 def main() -> int:
     from d2p_helpers.record import write_text
     write_text(ROOT / BLOCKS["headline"], headline())
+    write_text(ROOT / BLOCKS["notebooks"], notebook_plan())
     for page, names in PAGES.items():
         path = ROOT / page
         path.write_text(render(path.read_text(), names))
