@@ -74,16 +74,19 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, samples: list[
     return BlockInputs(torch.cat(captured), kwargs_by_batch, batch_size)
 
 
+def block_forward(block: nn.Module, x: torch.Tensor, kw: dict, device) -> torch.Tensor:
+    """One calibration batch through a block on `device`: its hidden-state output (blocks may return tuples)."""
+    y = block(x.to(device), **move_to(kw, device))
+    return y[0] if isinstance(y, tuple) else y
+
+
 def run_block(block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = None, device=None) -> torch.Tensor:
     """Forward every calibration batch through `block`; returns [N, T, D] outputs."""
     out = torch.empty_like(inputs.hidden) if out is None else out
     device = device or inputs.hidden.device
     with torch.no_grad():
         for start, x, kw in inputs.batches():
-            y = block(x.to(device), **move_to(kw, device))
-            if isinstance(y, tuple):
-                y = y[0]
-            out[start:start + x.shape[0]] = y.to(out.device)
+            out[start:start + x.shape[0]] = block_forward(block, x, kw, device).to(out.device)
     return out
 
 

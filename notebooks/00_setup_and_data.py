@@ -9,7 +9,7 @@
 # [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
-model: str = "smollm2-135m"     # embedded model, tiny-* for a random test model, or a hub id / folder
+model: str = "smollm2-135m"     # embedded model, tiny-*: random test model, hub id/folder
 eval_data: str = "wiki"         # evaluation text (test split)
 seqlen: int = 1024              # tokens per perplexity window
 eval_windows: int = 8           # number of windows (None: the whole test split)
@@ -53,16 +53,20 @@ corpus = {}
 for name in data.EMBEDDED_TEXTS:
     for split in data.SPLITS:
         arts = data.load_articles(name, split)
-        corpus[f"{name}:{split}"] = {"articles": len(arts), "characters": sum(len(a) for a in arts),
+        corpus[f"{name}:{split}"] = {"articles": len(arts),
+                                     "characters": sum(len(a) for a in arts),
                                      "tokens": len(data.tokenize(tok, "\n\n".join(arts)))}
 for key, row in corpus.items():
-    print(f"{key:12s} {row['articles']:4d} articles {row['characters']:>10,d} chars {row['tokens']:>9,d} tokens")
-assert set(data.load_articles("wiki", "test")).isdisjoint(data.load_articles("wiki", "calib"))
+    print(f"{key:12s} {row['articles']:4d} articles {row['characters']:>10,d} "
+          f"chars {row['tokens']:>9,d} tokens")
+assert set(data.load_articles("wiki", "test")).isdisjoint(
+    data.load_articles("wiki", "calib"))
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
 keys = list(corpus)
-ax.barh(keys, [corpus[k]["tokens"] for k in keys], color=["#4c72b0"] * 3 + ["#dd8452"] * 3)
+ax.barh(keys, [corpus[k]["tokens"] for k in keys],
+        color=["#4c72b0"] * 3 + ["#dd8452"] * 3)
 ax.set_xlabel("tokens (SmolLM2 tokenizer)"), ax.set_title("Embedded text, by split")
 fig_corpus = plots.save(fig, fig_dir / "00_corpus_tokens.png")
 
@@ -75,7 +79,8 @@ fig_corpus = plots.save(fig, fig_dir / "00_corpus_tokens.png")
 # %%
 lm, tok = models.load_model(model, device=device)
 summary = models.model_summary(lm)
-print(json.dumps({k: v for k, v in summary.items() if k != "linears_per_block"}, indent=1))
+print(json.dumps({k: v for k, v in summary.items() if k != "linears_per_block"},
+                 indent=1))
 for name, shape in summary["linears_per_block"].items():
     print(f"  {name:24s} {shape[0]:5d} x {shape[1]:5d}")
 assert summary["prunable_parameters"] < summary["parameters"]
@@ -93,7 +98,8 @@ assert summary["prunable_parameters"] < summary["parameters"]
 # %%
 win = data.eval_windows(tok, eval_data, seqlen, eval_windows)
 ppl = perplexity(lm, win.ids)
-print(f"dense perplexity on {eval_data} test: {ppl:.3f} ({win.ids.shape[0]} x {seqlen} tokens)")
+print(f"dense perplexity on {eval_data} test: {ppl:.3f} "
+      f"({win.ids.shape[0]} x {seqlen} tokens)")
 assert ppl == ppl and ppl > 1
 
 # %% [markdown]
@@ -102,14 +108,19 @@ assert ppl == ppl and ppl > 1
 # %%
 test_tokens = {k: v["tokens"] for k, v in corpus.items() if k.endswith(":test")}
 display(Markdown(
-    f"* The embedded texts give {sum(r['tokens'] for r in corpus.values()):,} tokens in all; the test splits hold "
-    + ", ".join(f"`{k}` {v:,}" for k, v in test_tokens.items()) + " tokens, disjoint from calibration by article.\n"
-    f"* `{model}` has {summary['parameters'] / 1e6:.1f} M parameters, {summary['prunable_parameters'] / 1e6:.1f} M "
-    f"({summary['prunable_parameters'] / summary['parameters']:.0%}) of them in the block linears a pruner touches.\n"
-    f"* Dense perplexity on `{eval_data}` test: {ppl:.2f} over {win.ids.shape[0]} windows of {seqlen} tokens. "
-    "Perplexity depends on the window length and count, so it is the dense baseline of *this* protocol only: "
-    "each later notebook and result file evaluates the dense model under its own protocol and takes every "
-    "ratio against that one, naming it."))
+    f"* The embedded texts give {sum(r['tokens'] for r in corpus.values()):,} "
+    "tokens in all; the test splits hold "
+    + ", ".join(f"`{k}` {v:,}" for k, v in test_tokens.items()) + " tokens, "
+    "disjoint from calibration by article.\n"
+    f"* `{model}` has {summary['parameters'] / 1e6:.1f} M "
+    f"parameters, {summary['prunable_parameters'] / 1e6:.1f} M "
+    f"({summary['prunable_parameters'] / summary['parameters']:.0%}) of them "
+    "in the block linears a pruner touches.\n"
+    f"* Dense perplexity on `{eval_data}` test: {ppl:.2f} over {win.ids.shape[0]} "
+    f"windows of {seqlen} tokens. Perplexity depends on the window length and "
+    "count, so it is the dense baseline of *this* protocol only: each later notebook "
+    "and result file evaluates the dense model under its own protocol and takes "
+    "every ratio against that one, naming it."))
 
 # %% [markdown]
 # **Discussion.**
@@ -123,14 +134,18 @@ display(Markdown(
 
 # %%
 notebook.answers([
-    f"{1 - summary['prunable_parameters'] / summary['parameters']:.0%} of `{model}` stays dense: the embeddings "
-    "(here tied to the LM head) and the norms. Every token's input and output passes through them, so an error "
-    "there reaches every position, and they are a small share of a 7B model; the papers prune the block linears.",
-    "Down, usually: a longer window gives each prediction more context, so the mean next-token loss falls. The "
-    "same model has different dense perplexities at different $L$ — compare this one with `seqlen=256`."])
+    f"{1 - summary['prunable_parameters'] / summary['parameters']:.0%} of `{model}` "
+    "stays dense: the embeddings (here tied to the LM head) and the norms. Every token's "
+    "input and output passes through them, so an error there reaches every position, and "
+    "they are a small share of a 7B model; the papers prune the block linears.",
+    "Down, usually: a longer window gives each prediction more context, so the mean "
+    "next-token loss falls. The same model has different dense perplexities at different "
+    "$L$ — compare this one with `seqlen=256`."])
 
 # %%
 notebook.finish(out, "00_setup_and_data",
-                {"model": model, "eval_data": eval_data, "seqlen": seqlen, "eval_windows": eval_windows, "seed": seed},
-                {"corpus": corpus, "model_summary": summary, "dense_ppl": ppl, "eval": win.describe()},
+                {"model": model, "eval_data": eval_data, "seqlen": seqlen,
+                 "eval_windows": eval_windows, "seed": seed},
+                {"corpus": corpus, "model_summary": summary, "dense_ppl": ppl,
+                 "eval": win.describe()},
                 [fig_corpus])

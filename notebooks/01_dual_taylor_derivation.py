@@ -9,9 +9,9 @@
 # fed real text. Every symbol is on the [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
-model: str = "smollm2-135m"     # a pretrained model: the expansion is checked on its real weights
+model: str = "smollm2-135m"     # pretrained: the expansion is checked on its real weights
 calib: str = "news"             # text that produces the layer inputs
-other_text: str = "wiki"        # a second text: the "original" inputs whose output y enters Eq. 9
+other_text: str = "wiki"        # the "original" inputs' text; their output y enters Eq. 9
 nsamples: int = 8               # windows
 seqlen: int = 256               # tokens per window
 seed: int = 0                   # window sampling seed
@@ -64,13 +64,16 @@ lin = adapter.linears(blocks[block_index])[lin_name]
 
 # %%
 def layer_inputs(text: str) -> tuple[list[torch.Tensor], object]:
-    """Per-window inputs [d_in x L] of the projection on `text`, and the block inputs (for more passes)."""
+    """Per-window inputs [d_in x L] of the projection on `text`, and the block inputs
+    (for more passes)."""
     win = calibration_windows(tok, text, nsamples, seqlen, seed)
-    inputs = capture_block_inputs(lm, blocks, [{"input_ids": w[None]} for w in win.ids], "cpu")
+    inputs = capture_block_inputs(lm, blocks, [{"input_ids": w[None]} for w in win.ids],
+                                  "cpu")
     for b in range(block_index):
         inputs.hidden = run_block(blocks[b], inputs)
     got = []
-    h = lin.register_forward_hook(lambda m, i, o: got.append(i[0][0].detach().float().t()))
+    h = lin.register_forward_hook(
+        lambda m, i, o: got.append(i[0][0].detach().float().t()))
     run_block(blocks[block_index], inputs)
     h.remove()
     return got, inputs
@@ -79,8 +82,9 @@ def layer_inputs(text: str) -> tuple[list[torch.Tensor], object]:
 xs, block_in = layer_inputs(calib)
 X0 = torch.cat(xs, dim=1)                      # d_in x T
 W0 = lin.weight.detach().float()
-Y0 = W0 @ X0                                   # the dense output (the projection has no bias here)
-print(f"block {block_index} {lin_name}: W0 {tuple(W0.shape)}, X0 {tuple(X0.shape)}, bias {lin.bias is not None}")
+Y0 = W0 @ X0                                   # dense output (the projection has no bias)
+print(f"block {block_index} {lin_name}: W0 {tuple(W0.shape)}, X0 "
+      f"{tuple(X0.shape)}, bias {lin.bias is not None}")
 assert len(xs) == nsamples and X0.shape == (W0.shape[1], nsamples * seqlen)
 
 # %% [markdown]
@@ -112,7 +116,8 @@ stats, handles = attach_stats({"lin": lin}, gram={"lin"}, d2={"lin"}, device="cp
 run_block(blocks[block_index], block_in)
 for hd in handles:
     hd.remove()
-Wp = solve_linear("sparsegpt", W0, stats["lin"], PruneConfig(method="sparsegpt", sparsity=0.5))[0]
+Wp = solve_linear("sparsegpt", W0, stats["lin"],
+                  PruneConfig(method="sparsegpt", sparsity=0.5))[0]
 dW_full = Wp - W0
 
 
@@ -135,14 +140,19 @@ assert second_order_error < 1e-2, second_order_error
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
-for key, style in [("exact", "k-"), ("weight", "o--"), ("activation", "s--"), ("cross", "^--"), ("higher", "x:")]:
-    ax.plot(ts, [abs(sweep[t][key]) for t in ts], style, label=key if key != "cross" else "|cross|")
+for key, style in [("exact", "k-"), ("weight", "o--"), ("activation", "s--"),
+                   ("cross", "^--"), ("higher", "x:")]:
+    ax.plot(ts, [abs(sweep[t][key]) for t in ts], style,
+            label=key if key != "cross" else "|cross|")
 ax.set_xscale("log"), ax.set_yscale("log")
-ax.set_xlabel(r"perturbation size $t$ ($\delta W = t\,\Delta W_{50\%}$, $\delta X = 0.1\,t\,X_0$)")
+ax.set_xlabel(r"perturbation size $t$ ($\delta W = t\,\Delta W_{50\%}$, "
+              r"$\delta X = 0.1\,t\,X_0$)")
 ax.set_ylabel(r"$\delta E$ pieces"), ax.legend(fontsize=8)
 ax.set_title(f"Exact error vs the expansion's terms ({lin_name}, block {block_index})")
 fig_terms = plots.save(fig, fig_dir / "01_taylor_terms.png",
-                       caption=notebook.caption(model=name, calib=f"{calib} {nsamples}x{seqlen}", seed=seed))
+                       caption=notebook.caption(model=name,
+                                                calib=f"{calib} {nsamples}x{seqlen}",
+                                                seed=seed))
 
 # %% [markdown]
 # ## Step 2 · What the paper drops (Eq. 8)
@@ -165,8 +175,10 @@ fig_terms = plots.save(fig, fig_dir / "01_taylor_terms.png",
 # %%
 cos = float(((dW_full @ X0) * Y0).sum() / ((dW_full @ X0).norm() * Y0.norm()))
 cross_share = abs(sweep[1.0]["cross"]) / sweep[1.0]["exact"]
-print(f"cosine(dW X0, Y0) = {cos:+.4f}; at t = 1 the cross term is {cross_share:.1%} of the exact error")
-assert -1 <= cos <= 1 and cross_share >= 0       # what the assumption claims is small, measured
+print(f"cosine(dW X0, Y0) = {cos:+.4f}; at t = 1 the cross term is "
+      f"{cross_share:.1%} of the exact error")
+# what the assumption claims is small, measured
+assert -1 <= cos <= 1 and cross_share >= 0
 
 # %% [markdown]
 # **A sign to watch.** Differentiating $E = (x^\top w - y)^2$ gives $\partial E/\partial x = +2\,w\,(x^\top w - y)$
@@ -181,7 +193,8 @@ Z = W0 @ X0                                    # w^T x for every channel and tok
 exact_shift = float(((1 + lam) * Z - Y_other).pow(2).sum() - (Z - Y_other).pow(2).sum())
 as_defined = float(-2 * lam * (Y_other * Z).sum() + (lam ** 2 + 2 * lam) * (Z * Z).sum())
 as_printed = float(lam * (Y_other * Z).sum() + (0.5 * lam ** 2 - lam) * (Z * Z).sum())
-print(f"δE for δx = λx: exact {exact_shift:.4e}, derivative as defined {as_defined:.4e}, as printed {as_printed:.4e}")
+print(f"δE for δx = λx: exact {exact_shift:.4e}, derivative as defined "
+      f"{as_defined:.4e}, as printed {as_printed:.4e}")
 assert abs(exact_shift - as_defined) <= 1e-4 * abs(exact_shift)
 
 # %% [markdown]
@@ -203,7 +216,8 @@ assert abs(exact_shift - as_defined) <= 1e-4 * abs(exact_shift)
 lam1, lam2 = lam, 0.5 * lam ** 2 - lam
 lhs = float(-lam * ((Z - Y_other) * Z).sum() + 0.5 * lam ** 2 * (Z * Z).sum())
 rhs = float(lam1 * (Y_other * Z).sum() + lam2 * (Z * Z).sum())
-print(f"λ = {lam:g}: λ1 = {lam1:g}, λ2 = {lam2:g}; Eq. 8 input terms {lhs:.6e}, Eq. 9 form {rhs:.6e}")
+print(f"λ = {lam:g}: λ1 = {lam1:g}, λ2 = {lam2:g}; Eq. 8 input terms "
+      f"{lhs:.6e}, Eq. 9 form {rhs:.6e}")
 assert abs(lhs - rhs) <= 1e-4 * max(abs(lhs), abs(rhs))
 
 # %% [markdown]
@@ -219,12 +233,14 @@ assert abs(lhs - rhs) <= 1e-4 * max(abs(lhs), abs(rhs))
 # **Check** the second against a brute-force sum for a few weights:
 
 # %%
-a1 = lam1 * W0 * (Y0 @ X0.t())                 # exact single-weight first-order term, every (i, j)
+# exact single-weight first-order term, every (i, j)
+a1 = lam1 * W0 * (Y0 @ X0.t())
 a2 = lam2 * W0.pow(2) * X0.pow(2).sum(1)[None, :]
 for i, j in [(0, 0), (5, 17), (W0.shape[0] - 1, W0.shape[1] - 1)]:
     brute = lam2 * float((W0[i, j] * X0[j]).pow(2).sum())
     assert abs(brute - float(a2[i, j])) <= 1e-4 * abs(brute) + 1e-12
-print(f"a1: median |a1| {float(a1.abs().median()):.3g}, share negative {float((a1 < 0).float().mean()):.1%}")
+print(f"a1: median |a1| {float(a1.abs().median()):.3g}, share negative "
+      f"{float((a1 < 0).float().mean()):.1%}")
 
 # %% [markdown]
 # ## Step 5 · From the single-weight term to the code's $\hat y_i\,\lvert W_{ij}\rvert\,\hat x_j$ (Appendix A, Eq. 13–15)
@@ -256,20 +272,24 @@ assert torch.allclose(y_hat, pkg_y, rtol=1e-4) and torch.allclose(x_hat, pkg_x, 
 
 # %%
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra, rb = a.flatten().argsort().argsort().float(), b.flatten().argsort().argsort().float()
+    ra = a.flatten().argsort().argsort().float()
+    rb = b.flatten().argsort().argsort().float()
     return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
 code_term = y_hat[:, None] * W0.abs() * x_hat[None, :]
 rho_code, rho_bound = spearman(a1.abs(), code_term), spearman(a1.abs(), bound)
-print(f"Spearman(|a1|, y_hat |W| x_hat) = {rho_code:.3f}; Spearman(|a1|, Cauchy-Schwarz bound) = {rho_bound:.3f}")
+print(f"Spearman(|a1|, y_hat |W| x_hat) = {rho_code:.3f}; Spearman(|a1|, "
+      f"Cauchy-Schwarz bound) = {rho_bound:.3f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 4))
 pick = torch.randperm(a1.numel())[:20000]
-ax.scatter(code_term.flatten()[pick], a1.abs().flatten()[pick], s=2, alpha=0.3, color="#55a868")
+ax.scatter(code_term.flatten()[pick], a1.abs().flatten()[pick], s=2, alpha=0.3,
+           color="#55a868")
 ax.set_xscale("log"), ax.set_yscale("log")
-ax.set_xlabel(r"code: $\hat y_i\,|W_{ij}|\,\hat x_j$"), ax.set_ylabel(r"exact: $|a^{(1)}_{ij}|$")
+ax.set_xlabel(r"code: $\hat y_i\,|W_{ij}|\,\hat x_j$")
+ax.set_ylabel(r"exact: $|a^{(1)}_{ij}|$")
 ax.set_title(f"Single-weight term vs the code's statistic (Spearman {rho_code:.2f})")
 fig_single = plots.save(fig, fig_dir / "01_single_weight_term.png")
 
@@ -291,13 +311,15 @@ fig_single = plots.save(fig, fig_dir / "01_single_weight_term.png")
 r1, r2 = lam1, -lam2
 H = stats["lin"].hessian()
 damped = H + 0.01 * torch.diag(H).mean() * torch.eye(H.shape[0])
-obs = W0.pow(2) / torch.diag(torch.cholesky_inverse(torch.linalg.cholesky(damped)))[None, :]
-d2_part = r1 * y_hat[:, None] * W0.abs() * x_hat[None, :] - r2 * W0.pow(2) * x_hat.pow(2)[None, :]
+Hinv_diag = torch.diag(torch.cholesky_inverse(torch.linalg.cholesky(damped)))
+obs = W0.pow(2) / Hinv_diag[None, :]
+d2_part = (r1 * y_hat[:, None] * W0.abs() * x_hat[None, :]
+           - r2 * W0.pow(2) * x_hat.pow(2)[None, :])
 assert torch.allclose(d2_part, d2_term(W0, pkg_y, pkg_x, r1, r2), rtol=1e-4, atol=1e-12)
 S = obs + d2_part
 ratio = (code_term / obs.clamp_min(1e-30)).flatten()
-print(f"r1 = {r1:g}, r2 = {r2:g}; D² first-order part / OBS part: median {ratio.median():.3g}, "
-      f"90th percentile {ratio.quantile(0.9):.3g}")
+print(f"r1 = {r1:g}, r2 = {r2:g}; D² first-order part / OBS part: median "
+      f"{ratio.median():.3g}, 90th percentile {ratio.quantile(0.9):.3g}")
 
 # %% [markdown]
 # **What the solver divides by.** The solver's OBS part is $W_{ij}^2/U_{jj}^2$, where $U$ is the upper Cholesky
@@ -311,9 +333,11 @@ Hinv = torch.cholesky_inverse(torch.linalg.cholesky(damped.double()))
 U = torch.linalg.cholesky(Hinv, upper=True)
 j = H.shape[0] // 2
 trailing = float(torch.linalg.inv(damped.double()[j:, j:])[0, 0])
-print(f"column 0: [H⁻¹]_00 {float(Hinv[0, 0]):.4g} = U_00² {float(U[0, 0] ** 2):.4g}; column {j}: "
-      f"[H⁻¹]_jj {float(Hinv[j, j]):.4g}, U_jj² {float(U[j, j] ** 2):.4g} = [(H_j:,j:)⁻¹]_00 {trailing:.4g}")
-assert abs(float(U[0, 0] ** 2 / Hinv[0, 0]) - 1) < 1e-9 and abs(float(U[j, j] ** 2) / trailing - 1) < 1e-9
+print(f"column 0: [H⁻¹]_00 {float(Hinv[0, 0]):.4g} = U_00² {float(U[0, 0] ** 2):.4g}; "
+      f"column {j}: [H⁻¹]_jj {float(Hinv[j, j]):.4g}, U_jj² {float(U[j, j] ** 2):.4g} "
+      f"= [(H_j:,j:)⁻¹]_00 {trailing:.4g}")
+assert abs(float(U[0, 0] ** 2 / Hinv[0, 0]) - 1) < 1e-9
+assert abs(float(U[j, j] ** 2) / trailing - 1) < 1e-9
 assert bool((torch.diagonal(U) ** 2 <= torch.diagonal(Hinv) * (1 + 1e-9)).all())
 
 # %% [markdown]
@@ -327,14 +351,16 @@ def changed_vs_sparsegpt(r1_: float, r2_: float) -> float:
     return float(((Wd2 == 0) != (Wp == 0)).float().mean())
 
 
-changed = {"defaults (1, 0)": changed_vs_sparsegpt(1.0, 0.0), f"Eq. 9 at λ = {lam:g}": changed_vs_sparsegpt(r1, r2)}
+changed = {"defaults (1, 0)": changed_vs_sparsegpt(1.0, 0.0),
+           f"Eq. 9 at λ = {lam:g}": changed_vs_sparsegpt(r1, r2)}
 for label, c in changed.items():
     print(f"{label:18s}: {100 * c:.2f}% of mask entries differ from SparseGPT's")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.hist(torch.log10(ratio.clamp_min(1e-12)).numpy(), bins=80, color="#55a868")
-ax.set_xlabel(r"$\log_{10}$ (D² first-order term / OBS term), per weight"), ax.set_ylabel("weights")
+ax.set_xlabel(r"$\log_{10}$ (D² first-order term / OBS term), per weight")
+ax.set_ylabel("weights")
 ax.set_title(f"Size of the dual-Taylor term (s = {s:g}, N = {nsamples})")
 fig_ratio = plots.save(fig, fig_dir / "01_d2_vs_obs.png")
 
@@ -343,15 +369,20 @@ fig_ratio = plots.save(fig, fig_dir / "01_d2_vs_obs.png")
 
 # %%
 display(Markdown(
-    f"* The second-order expansion is exact up to a remainder that is {second_order_error:.1e} of the error at "
-    f"$t = {ts[0]}$; at $t = 1$ the dropped cross term is {cross_share:.1%} of the error (cosine {cos:+.3f}).\n"
-    f"* Substituting $\\delta x = \\lambda x$ turns the input terms into $\\lambda_1 = {lam1:g}$ times the output "
-    f"term plus $\\lambda_2 = {lam2:g}$ times $x^\\top H_{{22}}x$, to {abs(lhs - rhs) / abs(lhs):.1e} relative error.\n"
-    f"* The exact single-weight term and the code's $\\hat y_i|W_{{ij}}|\\hat x_j$ rank weights with Spearman "
-    f"{rho_code:.2f} (the Cauchy–Schwarz bound: {rho_bound:.2f}): the code scores an upper bound, not the term.\n"
-    f"* At $s = {s:g}$ and $N = {nsamples}$ the D² term is a median {float(ratio.median()):.2g} of the OBS term and "
-    f"changes {100 * changed['defaults (1, 0)']:.2f}% of SparseGPT's mask at the defaults "
-    f"({100 * changed[f'Eq. 9 at λ = {lam:g}']:.2f}% with Eq. 9's $(r_1, r_2) = ({r1:g}, {r2:g})$)."))
+    "* The second-order expansion is exact up to a remainder that is "
+    f"{second_order_error:.1e} of the error at $t = {ts[0]}$; at $t = 1$ the dropped "
+    f"cross term is {cross_share:.1%} of the error (cosine {cos:+.3f}).\n"
+    "* Substituting $\\delta x = \\lambda x$ turns the input terms into $\\lambda_1 "
+    f"= {lam1:g}$ times the output term plus $\\lambda_2 = {lam2:g}$ times $x^\\top "
+    f"H_{{22}}x$, to {abs(lhs - rhs) / abs(lhs):.1e} relative error.\n"
+    "* The exact single-weight term and the code's $\\hat y_i|W_{ij}|\\hat x_j$ rank "
+    f"weights with Spearman {rho_code:.2f} (the Cauchy–Schwarz bound: {rho_bound:.2f}): "
+    "the code scores an upper bound, not the term.\n"
+    f"* At $s = {s:g}$ and $N = {nsamples}$ the D² term is a median "
+    f"{float(ratio.median()):.2g} of the OBS term and changes "
+    f"{100 * changed['defaults (1, 0)']:.2f}% of SparseGPT's mask at the "
+    f"defaults ({100 * changed[f'Eq. 9 at λ = {lam:g}']:.2f}% with Eq. "
+    f"9's $(r_1, r_2) = ({r1:g}, {r2:g})$)."))
 
 # %% [markdown]
 # **Discussion.**
@@ -367,13 +398,18 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "01_dual_taylor_derivation",
-                {"model": model, "calib": calib, "other_text": other_text, "nsamples": nsamples, "seqlen": seqlen,
-                 "seed": seed, "block_index": block_index, "layer": layer, "s": s, "lam": lam},
-                {"model_used": name, "linear": lin_name, "terms": {str(t): p for t, p in sweep.items()},
+                {"model": model, "calib": calib, "other_text": other_text,
+                 "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                 "block_index": block_index, "layer": layer, "s": s, "lam": lam},
+                {"model_used": name, "linear": lin_name,
+                 "terms": {str(t): p for t, p in sweep.items()},
                  "second_order_rel_error_small": second_order_error, "cross_cosine": cos,
-                 "cross_share_t1": cross_share, "eq9_rel_error": abs(lhs - rhs) / abs(lhs),
-                 "lambda1": lam1, "lambda2": lam2, "r1": r1, "r2": r2,
-                 "spearman_code_vs_exact": rho_code, "spearman_bound_vs_exact": rho_bound,
-                 "d2_over_obs_median": float(ratio.median()), "d2_over_obs_p90": float(ratio.quantile(0.9)),
-                 "mask_changed_fraction": changed["defaults (1, 0)"], "mask_changed": changed},
+                 "cross_share_t1": cross_share,
+                 "eq9_rel_error": abs(lhs - rhs) / abs(lhs), "lambda1": lam1,
+                 "lambda2": lam2, "r1": r1, "r2": r2, "spearman_code_vs_exact": rho_code,
+                 "spearman_bound_vs_exact": rho_bound,
+                 "d2_over_obs_median": float(ratio.median()),
+                 "d2_over_obs_p90": float(ratio.quantile(0.9)),
+                 "mask_changed_fraction": changed["defaults (1, 0)"],
+                 "mask_changed": changed},
                 [fig_terms, fig_single, fig_ratio])

@@ -13,7 +13,7 @@ model: str = "smollm2-135m"     # a pretrained model
 nsamples: int = 16              # windows per text
 seqlen: int = 256               # tokens per window
 seed: int = 0                   # window sampling seed
-magnitude_kind: str = "dim_l2_mean"  # dim_l2_mean or frobenius (the paper does not say which)
+magnitude_kind: str = "dim_l2_mean"  # dim_l2_mean or frobenius (the paper does not say)
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
@@ -48,11 +48,13 @@ lm, tok = models.load_model(model)
 def windows_from(text: str, n: int, rng_seed: int) -> torch.Tensor:
     ids = tokenize(tok, text)
     rng = random.Random(rng_seed)
-    return torch.stack([ids[s:s + seqlen] for s in (rng.randint(0, ids.numel() - seqlen - 1) for _ in range(n))])
+    starts = (rng.randint(0, ids.numel() - seqlen - 1) for _ in range(n))
+    return torch.stack([ids[s:s + seqlen] for s in starts])
 
 
 texts = {"news": calibration_windows(tok, "news", nsamples, seqlen, seed).ids,
-         "news (2nd sample)": calibration_windows(tok, "news", nsamples, seqlen, seed + 1000).ids,
+         "news (2nd sample)": calibration_windows(tok, "news", nsamples, seqlen,
+                                                  seed + 1000).ids,
          "wiki": calibration_windows(tok, "wiki", nsamples, seqlen, seed).ids,
          "hellaswag": windows_from(hellaswag_text(), nsamples, seed)}
 acts = {k: block_inputs(lm, v) for k, v in texts.items()}
@@ -67,27 +69,31 @@ print({k: (len(v), tuple(v[0].shape)) for k, v in acts.items()})
 
 # %%
 pairs = {"news-wiki": ("news", "wiki"), "news-hellaswag": ("news", "hellaswag"),
-         "wiki-hellaswag": ("wiki", "hellaswag"), "news-news (control)": ("news", "news (2nd sample)")}
+         "wiki-hellaswag": ("wiki", "hellaswag"),
+         "news-news (control)": ("news", "news (2nd sample)")}
 fits, points = {}, {}
 for label, (a, b) in pairs.items():
     x, d = shift_points(acts[a], acts[b], magnitude_kind)
     points[label] = (x.tolist(), d.tolist())
     fits[label] = fit_lambda(x, d)
-    print(f"{label:22s} lambda {fits[label]['lambda']:.3f}  R^2 {fits[label]['r2']:.3f}  "
-          f"(affine: slope {fits[label]['slope']:.3f}, R^2 {fits[label]['r2_affine']:.3f})")
+    print(f"{label:22s} lambda {fits[label]['lambda']:.3f}  R^2 "
+          f"{fits[label]['r2']:.3f}  (affine: slope {fits[label]['slope']:.3f}, "
+          f"R^2 {fits[label]['r2_affine']:.3f})")
 assert all(f["lambda"] > 0 for f in fits.values())
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 for label, (x, d) in points.items():
-    ax.scatter(x, d, s=14, label=f"{label}: λ={fits[label]['lambda']:.2f}, R²={fits[label]['r2']:.2f}")
+    ax.scatter(x, d, s=14, label=f"{label}: λ={fits[label]['lambda']:.2f}, "
+                                 f"R²={fits[label]['r2']:.2f}")
 lim = max(max(x) for x, _ in points.values())
 ax.plot([0, lim], [0, lim], "k:", lw=1, label="λ = 1")
 ax.plot([0, lim], [0, 2 ** 0.5 * lim], "k--", lw=1, label="λ = √2 (unrelated tokens)")
 ax.set_xlabel("magnitude of x (block input)"), ax.set_ylabel("magnitude of δx")
 ax.set_title("Appendix C check, one point per layer"), ax.legend(fontsize=7)
 fig_fit = plots.save(fig, fig_dir / "02_delta_x_fit.png",
-                     caption=notebook.caption(model=model, windows=f"{nsamples}x{seqlen}", seed=seed, magnitude=magnitude_kind))
+                     caption=notebook.caption(model=model, windows=f"{nsamples}x{seqlen}",
+                                              seed=seed, magnitude=magnitude_kind))
 
 # %% [markdown]
 # ## What the fit does and does not show
@@ -101,7 +107,8 @@ fig_fit = plots.save(fig, fig_dir / "02_delta_x_fit.png",
 # %%
 control = fits["news-news (control)"]["lambda"]
 cross = {k: v["lambda"] for k, v in fits.items() if "control" not in k}
-print(f"control lambda {control:.3f}; cross-text lambdas " + ", ".join(f"{k} {v:.3f}" for k, v in cross.items()))
+print(f"control lambda {control:.3f}; cross-text lambdas "
+      + ", ".join(f"{k} {v:.3f}" for k, v in cross.items()))
 gap = max(abs(v / control - 1) for v in cross.values())
 print(f"largest relative gap to the control: {gap:.1%}")
 
@@ -114,7 +121,8 @@ print(f"largest relative gap to the control: {gap:.1%}")
 
 # %%
 lam = fits["news-wiki"]["lambda"]
-eq9 = {"lambda": lam, "lambda1": lam, "lambda2": 0.5 * lam ** 2 - lam, "r1": lam, "r2": lam - 0.5 * lam ** 2}
+eq9 = {"lambda": lam, "lambda1": lam, "lambda2": 0.5 * lam ** 2 - lam, "r1": lam,
+       "r2": lam - 0.5 * lam ** 2}
 print(", ".join(f"{k} {v:.3f}" for k, v in eq9.items()))
 assert abs(eq9["lambda2"] + eq9["r2"]) < 1e-12
 
@@ -125,12 +133,15 @@ assert abs(eq9["lambda2"] + eq9["r2"]) < 1e-12
 display(Markdown(
     "* Fitted λ (through the origin, one point per layer): " + ", ".join(
         f"{k} {v['lambda']:.2f} (R² {v['r2']:.3f})" for k, v in fits.items()) + ".\n"
-    f"* The same-text control gives λ = {control:.2f}; the cross-text pairs differ from it by at most {gap:.0%}. "
-    f"Two *uncorrelated* windows would give √2 ≈ {2 ** 0.5:.2f}; since λ² = 2 − 2 cos(x_A, x_B), the control's λ "
-    f"means real windows share a cosine of about {1 - control ** 2 / 2:.2f} whatever their text, which is why "
-    "the √2 reasoning above does not hold here and why the fit cannot tell texts apart.\n"
-    f"* Plugged into Eq. 9, the news → wiki λ = {lam:.2f} gives (λ₁, λ₂) = ({eq9['lambda1']:.2f}, "
-    f"{eq9['lambda2']:.2f}), i.e. (r1, r2) = ({eq9['r1']:.2f}, {eq9['r2']:.2f}) — not the defaults (1, 0)."))
+    f"* The same-text control gives λ = {control:.2f}; the cross-text pairs "
+    f"differ from it by at most {gap:.0%}. Two *uncorrelated* windows would "
+    f"give √2 ≈ {2 ** 0.5:.2f}; since λ² = 2 − 2 cos(x_A, x_B), the control's "
+    f"λ means real windows share a cosine of about {1 - control ** 2 / 2:.2f} "
+    "whatever their text, which is why the √2 reasoning above does not hold here "
+    "and why the fit cannot tell texts apart.\n"
+    f"* Plugged into Eq. 9, the news → wiki λ = {lam:.2f} gives (λ₁, λ₂) = "
+    f"({eq9['lambda1']:.2f}, {eq9['lambda2']:.2f}), i.e. (r1, r2) = ({eq9['r1']:.2f}, "
+    f"{eq9['r2']:.2f}) — not the defaults (1, 0)."))
 
 # %% [markdown]
 # **Discussion.**
@@ -144,14 +155,16 @@ display(Markdown(
 
 # %%
 notebook.answers([
-    "Any per-layer quantity proportional to the activation norm: the norm of a window of *another* text, or of "
-    "the same text shifted, grows layer by layer just as $\\lVert x\\rVert$ does, so a line through the origin "
-    "fits it with $R^2$ near 1.",
-    f"Token mismatch between two windows, not a shift between texts: the control (same text) gives λ = {control:.2f}, "
-    f"within {gap:.0%} of every cross-text pair, i.e. any two windows share a cosine of about "
-    f"{1 - control ** 2 / 2:.2f}."])
+    "Any per-layer quantity proportional to the activation norm: the norm of a window of "
+    "*another* text, or of the same text shifted, grows layer by layer just as $\\lVert "
+    "x\\rVert$ does, so a line through the origin fits it with $R^2$ near 1.",
+    "Token mismatch between two windows, not a shift between texts: the control (same "
+    f"text) gives λ = {control:.2f}, within {gap:.0%} of every cross-text pair, i.e. any "
+    f"two windows share a cosine of about {1 - control ** 2 / 2:.2f}."])
 
 # %%
 notebook.finish(out, "02_delta_x_lambda_check",
-                {"model": model, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "magnitude_kind": magnitude_kind},
-                {"fits": fits, "points": points, "control_lambda": control, "eq9": eq9}, [fig_fit])
+                {"model": model, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                 "magnitude_kind": magnitude_kind},
+                {"fits": fits, "points": points, "control_lambda": control,
+                 "eq9": eq9}, [fig_fit])

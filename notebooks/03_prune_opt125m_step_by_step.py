@@ -10,10 +10,10 @@
 # Symbols: [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
-model: str = "auto"             # auto: facebook/opt-125m where loadable, else the embedded smollm2-135m
-method: str = "d2prune"         # magnitude | wanda | sparsegpt | d2-sparsegpt | d2-wanda | d2prune
-sparsity: float = 0.5           # fraction of weights removed from every linear of every block
-pattern: str = ""               # N:M instead of sparsity, for example 2:4 (empty: unstructured)
+model: str = "auto"             # auto: facebook/opt-125m if it loads, else smollm2-135m
+method: str = "d2prune"         # magnitude|wanda|sparsegpt|d2-sparsegpt|d2-wanda|d2prune
+sparsity: float = 0.5           # fraction of weights removed from every block's linears
+pattern: str = ""               # N:M instead of sparsity, e.g. 2:4 (empty: unstructured)
 calib: str = "news"             # calibration text
 nsamples: int = 32              # calibration windows (paper: 128)
 seqlen: int = 512               # tokens per window (paper: 2048)
@@ -64,13 +64,14 @@ from d2p_helpers.prune.sparsegpt import inverse_cholesky
 # %%
 g = torch.Generator().manual_seed(0)
 W4 = torch.randn(4, 8, generator=g).round(decimals=1)
-X4 = torch.randn(16, 8, generator=g)                       # 16 tokens, 8 input channels (rows are tokens)
+X4 = torch.randn(16, 8, generator=g)  # 16 tokens, 8 input channels (rows are tokens)
 from d2p_helpers.calibration import LinearStats  # noqa: E402
 st4 = LinearStats(8, 4, "cpu", gram=True, d2=True)
-st4.add(X4, X4 @ W4.T)                                      # one calibration sample of 16 tokens
-H4 = st4.hessian()                                          # (2/N) X Xᵀ with N = 1 sample
+st4.add(X4, X4 @ W4.T)                # one calibration sample of 16 tokens
+H4 = st4.hessian()                    # (2/N) X Xᵀ with N = 1 sample
 U4, _ = inverse_cholesky(H4, 0.01)
-y_hat, x_hat = st4.d2_stats(16.0, "update")                # s = T = 16 (--auto-s); at s = 1500 it is ~0
+# s = T = 16 (--auto-s); at s = 1500 it is ~0
+y_hat, x_hat = st4.d2_stats(16.0, "update")
 torch.set_printoptions(precision=3, sci_mode=False, linewidth=100)
 print("W =", W4, "\ndiag H =", torch.diag(H4), "\ndiag U =", torch.diag(U4), sep="\n")
 assert torch.allclose(H4, 2 * X4.T @ X4, rtol=1e-5)
@@ -84,8 +85,10 @@ obs_part = W4[:, :4].pow(2) / torch.diag(U4)[:4].pow(2)
 d2_part = d2_term(W4[:, :4], y_hat, x_hat[:4], 1.0, 0.0)
 score4 = obs_part + d2_part
 mask4 = lowest_overall(score4, 0.5)                          # True = pruned
-print("OBS part:", obs_part, "D² part:", d2_part, "pruned (block 1):", mask4.int(), sep="\n")
-print(f"the D² part is {float(d2_part.abs().max() / obs_part.abs().max()):.2%} of the OBS part at most here")
+print("OBS part:", obs_part, "D² part:", d2_part, "pruned (block 1):", mask4.int(),
+      sep="\n")
+print(f"the D² part is {float(d2_part.abs().max() / obs_part.abs().max()):.2%} "
+      "of the OBS part at most here")
 
 # %% [markdown]
 # One column update: remove column 0's pruned entries and spread their error over columns 1–7 with row 0 of $U$:
@@ -96,10 +99,12 @@ Wc = W4.clone()
 e0 = Wc[:, 0] * mask4[:, 0] / U4[0, 0]
 Wc -= e0[:, None] * U4[0][None, :]
 print("error of column 0:", e0, "W after column 0's update:", Wc, sep="\n")
-assert torch.allclose(Wc[:, 0][mask4[:, 0]], torch.zeros(int(mask4[:, 0].sum())), atol=1e-5)
+assert torch.allclose(Wc[:, 0][mask4[:, 0]], torch.zeros(int(mask4[:, 0].sum())),
+                      atol=1e-5)
 cfg4 = PruneConfig(method="d2-sparsegpt", sparsity=0.5, blocksize=4, s=16.0)
 W4_pkg = solve_linear("d2-sparsegpt", W4, st4, cfg4)[0]
-assert torch.equal(W4_pkg[:, :4] == 0, mask4)                # the package picks the very same block-1 mask
+# the package picks the very same block-1 mask
+assert torch.equal(W4_pkg[:, :4] == 0, mask4)
 print("the package's result for all 8 columns:", W4_pkg, sep="\n")
 
 # %% [markdown]
@@ -127,8 +132,10 @@ block_index = min(block_index, len(blocks) - 1)
 
 # %%
 win = calibration_windows(tok, calib, nsamples, seqlen, seed)
-inputs = capture_block_inputs(lm, blocks, [{"input_ids": w[None]} for w in win.ids], device)
-print("block-0 inputs:", tuple(inputs.hidden.shape), "kwargs:", sorted(inputs.kwargs_by_batch[1]))
+inputs = capture_block_inputs(lm, blocks, [{"input_ids": w[None]} for w in win.ids],
+                              device)
+print("block-0 inputs:", tuple(inputs.hidden.shape), "kwargs:",
+      sorted(inputs.kwargs_by_batch[1]))
 assert inputs.hidden.shape == (nsamples, seqlen, lm.config.hidden_size)
 
 # %% [markdown]
@@ -163,8 +170,10 @@ for h in handles:
     h.remove()
 qkv = adapter.qkv_names(block)
 st = stats[qkv["q"]]
-print(f"{qkv['q']}: H {tuple(st.hessian().shape)}, nu {tuple(st.nu().shape)}, samples {st.n}, tokens {st.inp.tokens}")
-assert st.n == nsamples and torch.allclose(st.nu(), torch.diag(st.hessian()) / 2, rtol=1e-4)
+print(f"{qkv['q']}: H {tuple(st.hessian().shape)}, nu {tuple(st.nu().shape)}, "
+      f"samples {st.n}, tokens {st.inp.tokens}")
+assert st.n == nsamples and torch.allclose(st.nu(), torch.diag(st.hessian()) / 2,
+                                           rtol=1e-4)
 
 # %% [markdown]
 # ## 3 · The D²-SparseGPT solver, written out by hand
@@ -182,15 +191,17 @@ assert st.n == nsamples and torch.allclose(st.nu(), torch.diag(st.hessian()) / 2
 name = qkv["q"]
 W = linears[name].weight.detach().float()
 H = stats[name].hessian()
-assert bool((torch.diag(H) > 0).all()), "no dead input channel here (the solver would zero its column)"
+assert bool((torch.diag(H) > 0).all()), (
+    "no dead input channel here (the solver would zero its column)")
 Hd = H + 0.01 * torch.diag(H).mean() * torch.eye(H.shape[0])
 U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
 inv64 = torch.linalg.inv(Hd.double())
 recon = float((U.double().t() @ U.double() - inv64).norm() / inv64.norm())
 assert torch.equal(U, U.triu()) and torch.allclose(U, inverse_cholesky(H, 0.01)[0])
-y_hat, x_hat = stats[name].d2_stats(1500.0, "update")   # the D² statistics of section 2 (s = 1500)
-print(f"{name}: W {tuple(W.shape)}, U {tuple(U.shape)} (|UᵀU − H⁻¹| / |H⁻¹| = {recon:.1e} in fp32), "
-      f"y_hat {tuple(y_hat.shape)}, x_hat {tuple(x_hat.shape)}")
+# the D² statistics of section 2 (s = 1500)
+y_hat, x_hat = stats[name].d2_stats(1500.0, "update")
+print(f"{name}: W {tuple(W.shape)}, U {tuple(U.shape)} (|UᵀU − H⁻¹| / |H⁻¹| = "
+      f"{recon:.1e} in fp32), y_hat {tuple(y_hat.shape)}, x_hat {tuple(x_hat.shape)}")
 
 # %% [markdown]
 # **The score** of weight $W_{ij}$ in a block of columns, with $d_j = U_{jj}$ (the authors' defaults $r_1 = 1$,
@@ -202,15 +213,18 @@ print(f"{name}: W {tuple(W.shape)}, U {tuple(U.shape)} (|UᵀU − H⁻¹| / |H�
 
 # %%
 def d2_score(W1, d, xh, r1=1.0, r2=0.0):
-    """S for the columns W1 [d_out x b] with U's diagonal d [b] and x_hat of those columns [b]."""
-    return W1.pow(2) / d.pow(2)[None, :] + r1 * y_hat[:, None] * W1.abs() * xh[None, :] - r2 * W1.pow(2) * xh.pow(2)[None, :]
+    """S for the columns W1 [d_out x b] with U's diagonal d [b] and x_hat of those
+    columns [b]."""
+    return (W1.pow(2) / d.pow(2)[None, :] + r1 * y_hat[:, None] * W1.abs() * xh[None, :]
+            - r2 * W1.pow(2) * xh.pow(2)[None, :])
 
 
 B, i2 = 128, min(128, W.shape[1])
 S1 = d2_score(W[:, :i2], torch.diag(U)[:i2], x_hat[:i2])
 obs_part = W[:, :i2].pow(2) / torch.diag(U)[:i2].pow(2)[None, :]
 assert torch.allclose(S1, obs_part + d2_term(W[:, :i2], y_hat, x_hat[:i2], 1.0, 0.0))
-print(f"block 0 scores: {tuple(S1.shape)}, min {float(S1.min()):.3g}, median {float(S1.median()):.3g}")
+print(f"block 0 scores: {tuple(S1.shape)}, min {float(S1.min()):.3g}, "
+      f"median {float(S1.median()):.3g}")
 
 # %% [markdown]
 # **The mask of one block.** Within the $d_\text{out}\times 128$ block, the $\lfloor p \cdot d_\text{out} \cdot 128\rfloor$
@@ -225,9 +239,11 @@ def block_mask(S, p):
 
 
 M1 = block_mask(S1, sparsity)
-assert torch.equal(M1, lowest_overall(S1, sparsity)) and int(M1.sum()) == int(S1.numel() * sparsity)
+assert (torch.equal(M1, lowest_overall(S1, sparsity))
+        and int(M1.sum()) == int(S1.numel() * sparsity))
 rows_kept = (~M1).float().mean(1)
-print(f"kept per row in block 0: min {float(rows_kept.min()):.2f}, max {float(rows_kept.max()):.2f}")
+print(f"kept per row in block 0: min {float(rows_kept.min()):.2f}, "
+      f"max {float(rows_kept.max()):.2f}")
 
 # %% [markdown]
 # **The OBS update, column by column.** For column $i$ of the block, the pruned entries' error
@@ -237,7 +253,8 @@ print(f"kept per row in block 0: min {float(rows_kept.min()):.2f}, max {float(ro
 
 # %%
 def obs_block(W1, pruned, U1):
-    """Prune the block W1 [d_out x b] in place with OBS updates; returns its errors [d_out x b]."""
+    """Prune the block W1 [d_out x b] in place with OBS updates; returns its errors
+    [d_out x b]."""
     err = torch.zeros_like(W1)
     for i in range(W1.shape[1]):
         err[:, i] = W1[:, i] * pruned[:, i] / U1[i, i]
@@ -250,7 +267,8 @@ cfg = PruneConfig(method="d2-sparsegpt", sparsity=sparsity)
 W_pkg = solve_linear("d2-sparsegpt", W, stats[name], cfg)[0]
 W1 = W[:, :i2].clone()
 E1 = obs_block(W1, M1, U[:i2, :i2])
-assert torch.equal(W1 == 0, W_pkg[:, :i2] == 0) and torch.allclose(W1, W_pkg[:, :i2], atol=1e-5)
+assert (torch.equal(W1 == 0, W_pkg[:, :i2] == 0)
+        and torch.allclose(W1, W_pkg[:, :i2], atol=1e-5))
 
 # %% [markdown]
 # **All blocks.** After each block, its errors update the columns to the right at once,
@@ -283,7 +301,8 @@ print(f"by hand vs package: same mask, max |difference| {hand_diff:.2e}")
 # |W_{ij}| \hat x_j - r_2 W_{ij}^2 \hat x_j^2$ per output row, with no update.
 
 # %%
-cfg = PruneConfig(method=method, sparsity=None if pattern else sparsity, pattern=pattern or None)
+cfg = PruneConfig(method=method, sparsity=None if pattern else sparsity,
+                  pattern=pattern or None)
 frozen = {adapter.default_frozen()} if method == "d2prune" else set()
 plan = solver_plan(method, list(linears), qkv, frozen)
 new_weights, errors = {}, {}
@@ -291,7 +310,8 @@ for lname, lin in linears.items():
     old = lin.weight.detach().float()
     new_weights[lname] = solve_linear(plan[lname], old, stats[lname], cfg)[0]
     errors[lname] = relative_error(old, new_weights[lname], stats[lname].gram)
-    print(f"{lname:22s} {plan[lname]:12s} sparsity {float((new_weights[lname] == 0).float().mean()):.3f}  "
+    print(f"{lname:22s} {plan[lname]:12s} sparsity "
+          f"{float((new_weights[lname] == 0).float().mean()):.3f}  "
           f"rel. error {errors[lname]:.4f}")
 
 # %%
@@ -312,8 +332,10 @@ fig_masks = plots.save(fig, fig_dir / "03_masks.png")
 name = qkv["q"]
 old = linears[name].weight.detach().float()
 zero_only = old.masked_fill(new_weights[name] == 0, 0)
-err_update, err_zero = relative_error(old, new_weights[name], stats[name].gram), relative_error(old, zero_only, stats[name].gram)
-print(f"{name}: with OBS update {err_update:.4f}, same mask without update {err_zero:.4f}")
+err_update = relative_error(old, new_weights[name], stats[name].gram)
+err_zero = relative_error(old, zero_only, stats[name].gram)
+print(f"{name}: with OBS update {err_update:.4f}, same mask "
+      f"without update {err_zero:.4f}")
 if plan[name] != "d2-wanda":
     assert err_update <= err_zero + 1e-9
 
@@ -327,35 +349,45 @@ if plan[name] != "d2-wanda":
 ev = make_eval_windows(tok, eval_data, seqlen, eval_windows)
 dense_ppl = perplexity(lm, ev.ids)
 pruned = copy.deepcopy(lm)
-report = prune(pruned, method, sparsity=None if pattern else sparsity, pattern=pattern or None, calib=calib,
-               nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok)
+report = prune(pruned, method, sparsity=None if pattern else sparsity,
+               pattern=pattern or None, calib=calib, nsamples=nsamples, seqlen=seqlen,
+               seed=seed, tokenizer=tok)
 pruned_ppl = perplexity(pruned, ev.ids)
-print(f"dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}; sparsity {report.achieved_sparsity:.4f}; "
-      f"{report.prune_seconds:.1f}s ({report.floor_ratio:.2f}x two forward passes)")
-assert abs(report.achieved_sparsity - (0.5 if pattern else sparsity)) < 0.01 and pruned_ppl > dense_ppl * 0.9
+print(f"dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}; sparsity "
+      f"{report.achieved_sparsity:.4f}; {report.prune_seconds:.1f}s "
+      f"({report.floor_ratio:.2f}x two forward passes)")
+assert (abs(report.achieved_sparsity - (0.5 if pattern else sparsity)) < 0.01
+        and pruned_ppl > dense_ppl * 0.9)
 
 # %%
 rows = report.per_linear
 fig, ax = plt.subplots(figsize=(8, 3.2))
 for lname in dict.fromkeys(r["name"] for r in rows):
-    ax.plot([r["block"] for r in rows if r["name"] == lname], [r["rel_error"] for r in rows if r["name"] == lname],
-            marker=".", label=lname)
-ax.set_yscale("log"), ax.set_xlabel("block"), ax.set_ylabel("relative reconstruction error")
-ax.set_title(f"{method} at {pattern or sparsity}: error per linear"), ax.legend(fontsize=7, ncol=4)
+    ax.plot([r["block"] for r in rows if r["name"] == lname],
+            [r["rel_error"] for r in rows if r["name"] == lname], marker=".", label=lname)
+ax.set_yscale("log"), ax.set_xlabel("block")
+ax.set_ylabel("relative reconstruction error")
+ax.set_title(f"{method} at {pattern or sparsity}: error per linear")
+ax.legend(fontsize=7, ncol=4)
 fig_err = plots.save(fig, fig_dir / "03_layer_error.png",
-                     caption=notebook.caption(model=model_name, calib=f"{calib} {nsamples}x{seqlen}", seed=seed))
+                     caption=notebook.caption(model=model_name,
+                                              calib=f"{calib} {nsamples}x{seqlen}",
+                                              seed=seed))
 
 # %% [markdown]
 # ## What we learned
 
 # %%
 display(Markdown(
-    f"* Written out by hand, D²-SparseGPT on `{qkv['q']}` gives the package's mask exactly and its weights to "
-    f"{hand_diff:.1e}: score, per-block mask and column-wise OBS update are all there is.\n"
-    f"* The OBS update cuts this layer's reconstruction error from {err_zero:.4f} (same mask, weights just "
-    f"zeroed) to {err_update:.4f} ({err_zero / max(err_update, 1e-12):.1f}× smaller).\n"
-    f"* Over the whole model, {method} at {pattern or sparsity} takes perplexity from {dense_ppl:.2f} to "
-    f"{pruned_ppl:.2f} ({pruned_ppl / dense_ppl:.2f}×) in {report.prune_seconds:.0f} seconds "
+    f"* Written out by hand, D²-SparseGPT on `{qkv['q']}` gives the package's "
+    f"mask exactly and its weights to {hand_diff:.1e}: score, per-block mask and "
+    "column-wise OBS update are all there is.\n"
+    "* The OBS update cuts this layer's reconstruction error from "
+    f"{err_zero:.4f} (same mask, weights just zeroed) to {err_update:.4f} "
+    f"({err_zero / max(err_update, 1e-12):.1f}× smaller).\n"
+    f"* Over the whole model, {method} at {pattern or sparsity} "
+    f"takes perplexity from {dense_ppl:.2f} to {pruned_ppl:.2f} "
+    f"({pruned_ppl / dense_ppl:.2f}×) in {report.prune_seconds:.0f} seconds "
     f"({report.floor_ratio:.2f}× two forward passes)."))
 
 # %% [markdown]
@@ -372,12 +404,15 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "03_prune_opt125m_step_by_step",
-                {"model": model, "method": method, "sparsity": sparsity, "pattern": pattern, "calib": calib,
-                 "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "eval_data": eval_data, "eval_windows": eval_windows},
-                {"model_used": model_name, "model_choice": model_why, "block": block_index,
-                 "block_errors": errors, "dense_ppl": dense_ppl, "pruned_ppl": pruned_ppl,
-                 "achieved_sparsity": report.achieved_sparsity, "prune_seconds": report.prune_seconds,
-                 "floor_ratio": report.floor_ratio, "frozen_per_block": report.frozen_per_block,
+                {"model": model, "method": method, "sparsity": sparsity,
+                 "pattern": pattern, "calib": calib, "nsamples": nsamples,
+                 "seqlen": seqlen, "seed": seed, "eval_data": eval_data,
+                 "eval_windows": eval_windows},
+                {"model_used": model_name, "model_choice": model_why,
+                 "block": block_index, "block_errors": errors, "dense_ppl": dense_ppl,
+                 "pruned_ppl": pruned_ppl, "achieved_sparsity": report.achieved_sparsity,
+                 "prune_seconds": report.prune_seconds, "floor_ratio": report.floor_ratio,
+                 "frozen_per_block": report.frozen_per_block,
                  "hand_same_mask": hand_same_mask, "hand_max_abs_diff": hand_diff,
                  "update_vs_zero_error": {"update": err_update, "zero_only": err_zero}},
                 [fig_masks, fig_err])

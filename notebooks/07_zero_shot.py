@@ -16,10 +16,11 @@ calib: str = "news"             # calibration text
 nsamples: int = 16              # calibration windows
 seqlen: int = 256               # tokens per window
 seed: int = 0                   # calibration seed
-tasks: list = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "piqa"]  # tasks
+tasks: list = ["boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
+               "openbookqa", "piqa"]  # tasks
 limit: int = 200                # examples per task (None: the full validation split)
-engine: str = "fast"            # fast (our batched scorer) or lm-eval (the harness itself)
-use_results: bool = True        # read ../results/zeroshot.json when its protocol matches these parameters
+engine: str = "fast"            # fast (our batched scorer) or lm-eval (the harness)
+use_results: bool = True        # read ../results/zeroshot.json when its protocol matches
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
@@ -57,10 +58,12 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 # elsewhere. Our `fast` engine reproduces lm-eval's numbers on the same prompts (a test checks it).
 
 # %%
-protocol = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "sparsity": sparsity,
-            "limit": limit}
-saved = saved_results("../results/zeroshot.json", protocol) if use_results and engine == "fast" else None
-if saved and set(methods) <= set(saved["models"]) and all(t in saved["models"]["dense"]["zeroshot"] for t in tasks):
+protocol = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+            "seed": seed, "sparsity": sparsity, "limit": limit}
+saved = (saved_results("../results/zeroshot.json", protocol)
+         if use_results and engine == "fast" else None)
+if saved and set(methods) <= set(saved["models"]) and all(
+        t in saved["models"]["dense"]["zeroshot"] for t in tasks):
     results = {}
     for k in ["dense", *methods]:
         scores = {t: saved["models"][k]["zeroshot"][t] for t in tasks}
@@ -75,12 +78,14 @@ if source == "live run":
     results = {"dense": zeroshot.evaluate(dense_lm, tok, tasks, limit, engine)}
     for method in methods:
         m = copy.deepcopy(dense_lm)
-        prune(m, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok)
+        prune(m, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
+              seed=seed, tokenizer=tok)
         results[method] = zeroshot.evaluate(m, tok, tasks, limit, engine)
 print(f"source: {source}")
 for name, r in results.items():
     print(f"{name:10s} mean {r['zeroshot_mean']:.4f}  " +
-          "  ".join(f"{t} {v['acc_norm'] if v['acc_norm'] is not None else v['acc']:.3f}" for t, v in r["zeroshot"].items()))
+          "  ".join(f"{t} {v['acc_norm'] if v['acc_norm'] is not None else v['acc']:.3f}"
+                    for t, v in r["zeroshot"].items()))
 print(zeroshot.MEAN_DEFINITION)
 assert all(0 <= r["zeroshot_mean"] <= 1 for r in results.values())
 
@@ -88,14 +93,20 @@ assert all(0 <= r["zeroshot_mean"] <= 1 for r in results.values())
 fig, ax = plt.subplots(figsize=(9, 3.6))
 width = 0.8 / len(results)
 for i, (name, r) in enumerate(results.items()):
-    vals = [v["acc_norm"] if v["acc_norm"] is not None else v["acc"] for v in r["zeroshot"].values()]
-    ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=name, color=plots.method_color(name))
-ax.scatter(np.arange(len(tasks)) + 0.4 - width / 2, [zeroshot.chance(t) for t in tasks], marker="_", s=300,
-           color="k", label="chance")
-ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20), ax.set_ylabel("acc_norm (else acc)")
-ax.set_title(f"Zero-shot, {limit} examples per task, {sparsity:.0%} sparsity"), ax.legend(fontsize=7)
+    vals = [v["acc_norm"] if v["acc_norm"] is not None else v["acc"]
+            for v in r["zeroshot"].values()]
+    ax.bar(np.arange(len(tasks)) + i * width, vals, width, label=name,
+           color=plots.method_color(name))
+ax.scatter(np.arange(len(tasks)) + 0.4 - width / 2, [zeroshot.chance(t) for t in tasks],
+           marker="_", s=300, color="k", label="chance")
+ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20)
+ax.set_ylabel("acc_norm (else acc)")
+ax.set_title(f"Zero-shot, {limit} examples per task, {sparsity:.0%} sparsity")
+ax.legend(fontsize=7)
 fig_zs = plots.save(fig, fig_dir / "07_zero_shot.png",
-                    caption=notebook.caption(model=model, calib=f"{calib} {nsamples}x{seqlen}", seed=seed, engine=engine))
+                    caption=notebook.caption(model=model,
+                                             calib=f"{calib} {nsamples}x{seqlen}",
+                                             seed=seed, engine=engine))
 
 # %% [markdown]
 # ## How big is the noise?
@@ -110,8 +121,10 @@ def metric(v):
 
 
 def mean_se(r):
-    vals = [(metric(v), v.get("n") or limit) for v in r["zeroshot"].values() if v is not None]
-    return sum(p for p, _ in vals) / len(vals), math.sqrt(sum(p * (1 - p) / n for p, n in vals)) / len(vals)
+    vals = [(metric(v), v.get("n") or limit)
+            for v in r["zeroshot"].values() if v is not None]
+    return (sum(p for p, _ in vals) / len(vals),
+            math.sqrt(sum(p * (1 - p) / n for p, n in vals)) / len(vals))
 
 
 stat = {name: mean_se(r) for name, r in results.items()}
@@ -122,18 +135,24 @@ for name, (mu, se) in stat.items():
 # ## What we learned
 
 # %%
-d_mu = stat["d2prune"][0] - stat["sparsegpt"][0] if {"d2prune", "sparsegpt"} <= set(stat) else None
+d_mu = (stat["d2prune"][0] - stat["sparsegpt"][0]
+        if {"d2prune", "sparsegpt"} <= set(stat) else None)
 d_se = math.hypot(stat["d2prune"][1], stat["sparsegpt"][1]) if d_mu is not None else None
-paper_gap = OPT125M_ZEROSHOT_MEAN["50"]["D2Prune"] - OPT125M_ZEROSHOT_MEAN["50"]["SparseGPT"]
+paper_gap = (OPT125M_ZEROSHOT_MEAN["50"]["D2Prune"]
+             - OPT125M_ZEROSHOT_MEAN["50"]["SparseGPT"])
 display(Markdown(
     "* Mean over the tasks (acc_norm where a task has it, else acc): " + ", ".join(
-        f"{k} {mu:.3f} ± {se:.3f}" for k, (mu, se) in stat.items()) + f" ({limit} examples per task, source: {source}).\n"
-    + (f"* D²Prune − SparseGPT = {100 * d_mu:+.1f} points, against a noise of ±{100 * 2 * d_se:.1f} points (two "
-       f"standard errors): {'within' if abs(d_mu) < 2 * d_se else 'beyond'} the noise. The paper's OPT-125M gap at 50% is "
-       f"{paper_gap:+.2f} points (full task sets), {'smaller than' if abs(paper_gap) < 100 * 2 * d_se else 'larger than'} "
-       "our resolution.\n" if d_mu is not None else "")
+        f"{k} {mu:.3f} ± {se:.3f}" for k, (mu, se) in stat.items())
+    + f" ({limit} examples per task, source: {source}).\n"
+    + (f"* D²Prune − SparseGPT = {100 * d_mu:+.1f} points, against a "
+       f"noise of ±{100 * 2 * d_se:.1f} points (two standard errors): "
+       f"{'within' if abs(d_mu) < 2 * d_se else 'beyond'} the noise. The paper's "
+       f"OPT-125M gap at 50% is {paper_gap:+.2f} points (full task sets), "
+       f"{'smaller than' if abs(paper_gap) < 100 * 2 * d_se else 'larger than'} our "
+       "resolution.\n" if d_mu is not None else "")
     + f"* Pruning {sparsity:.0%} moves the mean by " + ", ".join(
-        f"{k} {100 * (stat[k][0] - stat['dense'][0]):+.1f}" for k in stat if k != "dense") + " points from dense."))
+        f"{k} {100 * (stat[k][0] - stat['dense'][0]):+.1f}"
+        for k in stat if k != "dense") + " points from dense."))
 
 # %% [markdown]
 # **Discussion.**
@@ -146,7 +165,7 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "07_zero_shot",
-                {"model": model, "methods": methods, "sparsity": sparsity, "calib": calib, "nsamples": nsamples,
-                 "seqlen": seqlen, "seed": seed, "tasks": tasks, "limit": limit, "engine": engine,
-                 "use_results": use_results},
+                {"model": model, "methods": methods, "sparsity": sparsity, "calib": calib,
+                 "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "tasks": tasks,
+                 "limit": limit, "engine": engine, "use_results": use_results},
                 {**results, "source": source, "mean_se": stat}, [fig_zs])

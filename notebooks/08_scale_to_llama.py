@@ -8,12 +8,12 @@
 # [notation card](NOTATION.md).
 
 # %% tags=["parameters"]
-model: str = "smollm2-135m"     # any Llama-family model: a hub id on a GPU machine, or the embedded one
+model: str = "smollm2-135m"     # Llama-family hub id (GPU machine) or the embedded one
 method: str = "d2prune"         # pruning method
 sparsity: float = 0.5           # unstructured sparsity
 calib: str = "news"             # calibration text (c4 on a machine with the hub)
 nsamples: int = 16              # calibration windows (paper: 128)
-seqlen: int = 512               # tokens per window (paper: the model's context, 4096 for LLaMA-2)
+seqlen: int = 512               # tokens per window (paper: context length; LLaMA-2: 4096)
 seed: int = 0                   # calibration seed
 eval_data: str = "wiki"         # evaluation text (wikitext2 with the hub)
 eval_windows: int = 8           # perplexity windows
@@ -51,17 +51,21 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 # %%
 plans = [memory_plan(name, 128) for name in ARCHS]
 for p in plans:
-    print(f"{p['model']:12s} weights {p['total_weights_gib']:6.1f} GiB | on device: block {p['block_weights_gib']:.2f} + "
-          f"activations {p['calibration_activations_gib']:5.1f} (N=128, L={p['seqlen']}) + Gram {p['largest_gram_gib']:.2f} "
-          f"-> ~{p['device_peak_estimate_gib']:5.1f} GiB")
+    print(f"{p['model']:12s} weights {p['total_weights_gib']:6.1f} GiB | "
+          f"on device: block {p['block_weights_gib']:.2f} + activations "
+          f"{p['calibration_activations_gib']:5.1f} (N=128, L={p['seqlen']}) + Gram "
+          f"{p['largest_gram_gib']:.2f} -> ~{p['device_peak_estimate_gib']:5.1f} GiB")
 assert plans[0]["device_peak_estimate_gib"] < 24
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))
 names = [p["model"] for p in plans]
-ax.barh(names, [p["total_weights_gib"] for p in plans], color="#cccccc", label="all weights (stay on CPU/disk)")
-ax.barh(names, [p["device_peak_estimate_gib"] for p in plans], color="#55a868", label="needed on the GPU")
-ax.set_xscale("log"), ax.set_xlabel("GiB (fp16 weights, 128 calibration windows)"), ax.legend(fontsize=8)
+ax.barh(names, [p["total_weights_gib"] for p in plans], color="#cccccc",
+        label="all weights (stay on CPU/disk)")
+ax.barh(names, [p["device_peak_estimate_gib"] for p in plans], color="#55a868",
+        label="needed on the GPU")
+ax.set_xscale("log"), ax.set_xlabel("GiB (fp16 weights, 128 calibration windows)")
+ax.legend(fontsize=8)
 fig_mem = plots.save(fig, fig_dir / "08_memory.png")
 
 # %% [markdown]
@@ -73,14 +77,15 @@ fig_mem = plots.save(fig, fig_dir / "08_memory.png")
 # %%
 lm, tok = models.load_model(model, dtype=dtype)
 summary = models.model_summary(lm)
-print({k: summary[k] for k in ("model_type", "parameters", "blocks")}, summary["linears_per_block"])
+print({k: summary[k] for k in ("model_type", "parameters", "blocks")},
+      summary["linears_per_block"])
 win = make_windows(tok, eval_data, seqlen, eval_windows)
 dense_ppl = perplexity(lm, win.ids, device=device)
-report = prune(lm, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
-               tokenizer=tok, device=device)
+report = prune(lm, method, sparsity=sparsity, calib=calib, nsamples=nsamples,
+               seqlen=seqlen, seed=seed, tokenizer=tok, device=device)
 pruned_ppl = perplexity(lm, win.ids, device=device)
-print(f"{model}: dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}, frozen {set(report.frozen_per_block)}, "
-      f"{report.prune_seconds:.1f}s")
+print(f"{model}: dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}, frozen "
+      f"{set(report.frozen_per_block)}, {report.prune_seconds:.1f}s")
 assert abs(report.achieved_sparsity - sparsity) < 0.01
 
 # %% [markdown]
@@ -89,12 +94,16 @@ assert abs(report.achieved_sparsity - sparsity) < 0.01
 # %%
 big = max(plans, key=lambda p: p["total_weights_gib"])
 display(Markdown(
-    "* On the device the pruner needs one block, the calibration activations and one Gram matrix: " + ", ".join(
-        f"{p['model']} ~{p['device_peak_estimate_gib']:.1f} GiB of {p['total_weights_gib']:.0f} GiB of weights" for p in plans)
-    + f" (N = 128). The largest, {big['model']}, needs {big['device_peak_estimate_gib'] / big['total_weights_gib']:.0%} "
+    "* On the device the pruner needs one block, the calibration activations "
+    "and one Gram matrix: " + ", ".join(
+        f"{p['model']} ~{p['device_peak_estimate_gib']:.1f} GiB of "
+        f"{p['total_weights_gib']:.0f} GiB of weights" for p in plans)
+    + f" (N = 128). The largest, {big['model']}, needs "
+    f"{big['device_peak_estimate_gib'] / big['total_weights_gib']:.0%} "
     "of its weights' size on the GPU.\n"
-    f"* The same code on `{model}`: dense {dense_ppl:.2f} → {method} {pruned_ppl:.2f} at {sparsity:.0%} in "
-    f"{report.prune_seconds:.0f} seconds, frozen projection {', '.join(sorted(set(report.frozen_per_block))) or 'none'}."))
+    f"* The same code on `{model}`: dense {dense_ppl:.2f} → {method} {pruned_ppl:.2f} "
+    f"at {sparsity:.0%} in {report.prune_seconds:.0f} seconds, frozen projection "
+    f"{', '.join(sorted(set(report.frozen_per_block))) or 'none'}."))
 
 # %% [markdown]
 # **Discussion.**
@@ -106,9 +115,11 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "08_scale_to_llama",
-                {"model": model, "method": method, "sparsity": sparsity, "calib": calib, "nsamples": nsamples,
-                 "seqlen": seqlen, "seed": seed, "eval_data": eval_data, "eval_windows": eval_windows,
-                 "dtype": dtype, "device": device},
+                {"model": model, "method": method, "sparsity": sparsity, "calib": calib,
+                 "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
+                 "eval_data": eval_data, "eval_windows": eval_windows, "dtype": dtype,
+                 "device": device},
                 {"memory_plans": plans, "dense_ppl": dense_ppl, "pruned_ppl": pruned_ppl,
-                 "prune_seconds": report.prune_seconds, "summary": {k: v for k, v in summary.items()}},
+                 "prune_seconds": report.prune_seconds,
+                 "summary": {k: v for k, v in summary.items()}},
                 [fig_mem])

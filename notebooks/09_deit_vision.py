@@ -9,9 +9,12 @@
 # `model="timm:deit_small_patch16_224"` and `data="imagenet:PATH"` and get top-1 with DeiT's own head instead.
 
 # %% tags=["parameters"]
-model: str = "vit-s14-focus"    # embedded ViT-S/14 (timm), vit-s14-focus-hf, tiny-timm-vit/-deit, tiny-vit/-deit/-dinov2, timm:NAME
+# model: vit-s14-focus (the embedded ViT-S/14, timm), vit-s14-focus-hf,
+#   tiny-timm-vit/-deit, tiny-vit/-deit/-dinov2, timm:NAME
+model: str = "vit-s14-focus"    # embedded ViT-S/14 (timm); the other choices above
 methods: list = ["wanda", "sparsegpt", "d2prune"]  # methods to compare
-sparsities: list = [0.5, 0.8]   # unstructured sparsities (results/vision.md: the full study, python -m studies.vision)
+# sparsities: results/vision.md has the full study (python -m studies.vision)
+sparsities: list = [0.5, 0.8]   # unstructured sparsities
 data: str = "fashion-mnist"     # fashion-mnist or imagenet:PATH
 nsamples: int = 32              # calibration images
 knn_train: int = 500            # images the k-NN probe is fit on (the study: 1000)
@@ -39,7 +42,8 @@ from d2p_helpers.prune import prune
 plots.style()
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 dense, _ = models.load_model(model)
-print(models.model_summary(dense)["model_type"], sum(p.numel() for p in dense.parameters()), "parameters")
+print(models.model_summary(dense)["model_type"],
+      sum(p.numel() for p in dense.parameters()), "parameters")
 
 # %% [markdown]
 # ## Images in, patches through the same blocks
@@ -52,17 +56,21 @@ print(models.model_summary(dense)["model_type"], sum(p.numel() for p in dense.pa
 
 # %%
 samples = vision.calibration_samples(data, nsamples, seed, dense)
-print(len(samples), "calibration images of shape", tuple(samples[0]["pixel_values"].shape))
-results = {"dense": vision.evaluate(dense, dense, data, knn_train, knn_test, seed, attention_images=2)}
+print(len(samples), "calibration images of shape",
+      tuple(samples[0]["pixel_values"].shape))
+results = {"dense": vision.evaluate(dense, dense, data, knn_train, knn_test, seed,
+                                    attention_images=2)}
 metric = "top1" if any(k.startswith("top1") for k in results["dense"]) else "knn_top1"
 for method in methods:
     for sp in sparsities:
         m = copy.deepcopy(dense)
         rep = prune(m, method, sparsity=sp, samples=samples, progress=False)
-        results[f"{method}@{sp}"] = vision.evaluate(m, dense, data, knn_train, knn_test, seed, attention_images=2)
+        results[f"{method}@{sp}"] = vision.evaluate(m, dense, data, knn_train, knn_test,
+                                                    seed, attention_images=2)
         results[f"{method}@{sp}"]["prune_seconds"] = rep.prune_seconds
 for k, r in results.items():
-    print(f"{k:16s} {metric} {r[f'{metric}_pruned']:.4f}  CLS cosine {r['cls_cosine']:.4f}  attention KL {r['attention_kl']:.4f}")
+    print(f"{k:16s} {metric} {r[f'{metric}_pruned']:.4f}  CLS cosine "
+          f"{r['cls_cosine']:.4f}  attention KL {r['attention_kl']:.4f}")
 assert results["dense"]["cls_cosine"] > 0.999
 
 # %% [markdown]
@@ -74,18 +82,21 @@ assert results["dense"]["cls_cosine"] > 0.999
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for method in methods:
-    axes[0].plot(sparsities, [results[f"{method}@{s}"][f"{metric}_pruned"] for s in sparsities], marker="o",
-                 label=f"ours: {method}", color=plots.method_color(method))
+    axes[0].plot(sparsities,
+                 [results[f"{method}@{s}"][f"{metric}_pruned"] for s in sparsities],
+                 marker="o", label=f"ours: {method}", color=plots.method_color(method))
     paper = {"wanda": "Wanda", "sparsegpt": "SparseGPT", "d2prune": "D2Prune"}[method]
-    axes[1].plot([0.6, 0.8], [DEIT_ACC["60"][paper], DEIT_ACC["80"][paper]], marker="s", ls="--",
-                 label=f"paper DeiT: {paper}", color=plots.method_color(method))
+    axes[1].plot([0.6, 0.8], [DEIT_ACC["60"][paper], DEIT_ACC["80"][paper]], marker="s",
+                 ls="--", label=f"paper DeiT: {paper}", color=plots.method_color(method))
 axes[0].axhline(results["dense"][f"{metric}_dense"], color="#444", ls=":", label="dense")
 axes[1].axhline(DEIT_ACC["Dense"], color="#444", ls=":", label="dense")
-axes[0].set_title(f"ours: ViT-S/14, {data}, {metric}"), axes[1].set_title("paper: DeiT, ImageNet-1K top-1 (%)")
+axes[0].set_title(f"ours: ViT-S/14, {data}, {metric}")
+axes[1].set_title("paper: DeiT, ImageNet-1K top-1 (%)")
 for ax in axes:
     ax.set_xlabel("sparsity"), ax.legend(fontsize=7)
 fig_cmp = plots.save(fig, fig_dir / "09_vision_methods.png",
-                     caption=notebook.caption(model=model, data=data, calib=f"{nsamples} images", seed=seed))
+                     caption=notebook.caption(model=model, data=data,
+                                              calib=f"{nsamples} images", seed=seed))
 
 # %% [markdown]
 # ## Attention on a real photo, before and after
@@ -102,12 +113,14 @@ for label in ("dense", f"{methods[-1]}@{sparsities[-1]}"):
     if label != "dense":
         prune(m, methods[-1], sparsity=sparsities[-1], samples=samples, progress=False)
     cls_row = head_averaged_map(m, {"pixel_values": pix})[0]
-    side = math.isqrt(len(cls_row) - 1)                      # patches per side (after CLS / distillation token)
+    # patches per side (after CLS / distillation token)
+    side = math.isqrt(len(cls_row) - 1)
     maps[label] = cls_row[-side * side:].reshape(side, side)  # CLS -> patches
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 axes[0].imshow(photo.resize((224, 224))), axes[0].set_title("input"), axes[0].axis("off")
 for ax, (label, mp) in zip(axes[1:], maps.items()):
-    ax.imshow(mp.numpy(), cmap="magma"), ax.set_title(f"CLS attention: {label}"), ax.axis("off")
+    ax.imshow(mp.numpy(), cmap="magma"), ax.set_title(f"CLS attention: {label}")
+    ax.axis("off")
 fig_maps = plots.save(fig, fig_dir / "09_attention_photo.png")
 
 # %% [markdown]
@@ -119,13 +132,17 @@ from IPython.display import Markdown, display  # noqa: E402
 top = max(sparsities)
 closest = max(methods, key=lambda m: results[f"{m}@{top}"]["cls_cosine"])
 display(Markdown(
-    f"At {top:.0%} sparsity the pruned features stay closest to the dense ones with **{closest}** (CLS cosine "
-    f"{results[f'{closest}@{top}']['cls_cosine']:.3f}; "
-    + ", ".join(f"{m} {results[f'{m}@{top}']['cls_cosine']:.3f}" for m in methods if m != closest)
-    + f"). The {metric} of the dense model is {results['dense'][f'{metric}_dense']:.3f}; pruned models score "
-    + ", ".join(f"{k} {r[f'{metric}_pruned']:.3f}" for k, r in results.items() if k != "dense")
+    f"At {top:.0%} sparsity the pruned features stay closest to the dense ones with "
+    f"**{closest}** (CLS cosine {results[f'{closest}@{top}']['cls_cosine']:.3f}; "
+    + ", ".join(f"{m} {results[f'{m}@{top}']['cls_cosine']:.3f}"
+                for m in methods if m != closest)
+    + f"). The {metric} of the dense model is {results['dense'][f'{metric}_dense']:.3f}; "
+      "pruned models score "
+    + ", ".join(f"{k} {r[f'{metric}_pruned']:.3f}"
+                for k, r in results.items() if k != "dense")
     + f" on {knn_test} test images (binomial standard error about "
-    f"{(0.25 / max(1, knn_test)) ** 0.5:.3f}), so differences smaller than twice that are noise."))
+    f"{(0.25 / max(1, knn_test)) ** 0.5:.3f}), so differences "
+    "smaller than twice that are noise."))
 
 # %% [markdown]
 # **Questions for discussion.** Why can a pruned backbone score *higher* than the dense one on a k-NN probe of
@@ -137,8 +154,11 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "09_deit_vision",
-                {"model": model, "methods": methods, "sparsities": sparsities, "data": data, "nsamples": nsamples,
-                 "knn_train": knn_train, "knn_test": knn_test, "seed": seed},
-                {"metric": metric, "results": {k: {kk: vv for kk, vv in r.items() if kk != "attention_per_block"}
-                                               for k, r in results.items()}},
+                {"model": model, "methods": methods, "sparsities": sparsities,
+                 "data": data, "nsamples": nsamples, "knn_train": knn_train,
+                 "knn_test": knn_test, "seed": seed},
+                {"metric": metric,
+                 "results": {k: {kk: vv for kk, vv in r.items()
+                                 if kk != "attention_per_block"}
+                             for k, r in results.items()}},
                 [fig_cmp, fig_maps])

@@ -34,7 +34,8 @@ from d2p_helpers.prune import prune
 plots.style()
 out = Path(out_dir)
 lm, tok = models.load_model(model)
-report = prune(lm, method, pattern="2:4", calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok)
+report = prune(lm, method, pattern="2:4", calib=calib, nsamples=nsamples, seqlen=seqlen,
+               seed=seed, tokenizer=tok)
 
 # %% [markdown]
 # ## The layout
@@ -48,12 +49,13 @@ layout = speed.check_24_layout(lm)
 some = lm.get_submodule(models.get_adapter(lm).blocks_path)[0]
 w = next(iter(models.get_adapter(lm).linears(some).values())).weight
 roundtrip = speed.cpu_roundtrip_24(w)
-print(f"{layout['linears']} linears: all 2:4 valid {layout['all_valid']}, kernel shapes {layout['all_kernel_shapes']}, "
-      f"CUTLASS pack/unpack round trip {roundtrip}")
+print(f"{layout['linears']} linears: all 2:4 valid {layout['all_valid']}, kernel shapes "
+      f"{layout['all_kernel_shapes']}, CUTLASS pack/unpack round trip {roundtrip}")
 assert layout["all_valid"]
 
 # %%
-timing = speed.time_gemms(tokens) if torch.cuda.is_available() else {"skipped": speed.NO_CPU_KERNEL}
+timing = (speed.time_gemms(tokens) if torch.cuda.is_available()
+          else {"skipped": speed.NO_CPU_KERNEL})
 print(timing)
 
 # %% [markdown]
@@ -67,19 +69,22 @@ gpu_results = Path("../results/gpu.md")
 if gpu_results.exists():
     display(Markdown(gpu_results.read_text()))
 else:
-    print("results/gpu.md: not measured yet (no GPU run so far); `python -m studies.gpu_paper_protocol` writes it")
+    print("results/gpu.md: not measured yet (no GPU run so far); "
+          "`python -m studies.gpu_paper_protocol` writes it")
 
 # %% [markdown]
 # ## What we learned
 
 # %%
-speed_text = ("no sparse kernel on this machine: " + timing["skipped"]) if "skipped" in timing else \
-    f"2:4 ÷ dense GEMM on {timing.get('device')}: " + ", ".join(
-        f"{k} {v['speedup']:.2f}×" for k, v in timing.items() if isinstance(v, dict))
+speed_text = (
+    ("no sparse kernel on this machine: " + timing["skipped"]) if "skipped" in timing
+    else f"2:4 ÷ dense GEMM on {timing.get('device')}: " + ", ".join(
+        f"{k} {v['speedup']:.2f}×" for k, v in timing.items() if isinstance(v, dict)))
 display(Markdown(
-    f"* {method} at 2:4 leaves {report.achieved_sparsity:.1%} of the block weights zero; all {layout['linears']} linears "
-    f"have a valid 2:4 layout ({layout['all_valid']}) and kernel-compatible shapes ({layout['all_kernel_shapes']}); "
-    f"the CUTLASS pack/unpack round trip is exact: {roundtrip}.\n"
+    f"* {method} at 2:4 leaves {report.achieved_sparsity:.1%} of the block weights zero; "
+    f"all {layout['linears']} linears have a valid 2:4 layout ({layout['all_valid']}) "
+    f"and kernel-compatible shapes ({layout['all_kernel_shapes']}); the CUTLASS "
+    f"pack/unpack round trip is exact: {roundtrip}.\n"
     f"* Speed: {speed_text}."))
 
 # %% [markdown]
@@ -92,7 +97,9 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "10_sparse_speedup",
-                {"model": model, "method": method, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
-                 "seed": seed, "tokens": tokens},
-                {"layout_valid": layout["all_valid"], "kernel_shapes": layout["all_kernel_shapes"],
-                 "cutlass_roundtrip": roundtrip, "timing": timing, "achieved_sparsity": report.achieved_sparsity})
+                {"model": model, "method": method, "calib": calib, "nsamples": nsamples,
+                 "seqlen": seqlen, "seed": seed, "tokens": tokens},
+                {"layout_valid": layout["all_valid"],
+                 "kernel_shapes": layout["all_kernel_shapes"],
+                 "cutlass_roundtrip": roundtrip, "timing": timing,
+                 "achieved_sparsity": report.achieved_sparsity})

@@ -20,13 +20,15 @@ eval_data: str = "wiki"         # evaluation text
 eval_windows: int = 16          # perplexity windows
 seeds: list = [0, 1]            # calibration seeds
 lambda_grid: list = [0.0, 0.5, 1.0]  # values of r1 and r2 (the code's knobs)
-s_values: list = [500, 1000, 1500, 2000, "L", "auto"]  # activation scales (L: the window length; auto: normalised D² term)
+# s_values: L is the window length, auto the normalised D² term
+s_values: list = [500, 1000, 1500, 2000, "L", "auto"]  # activation scales
 n_values: list = [16, 32, 64, 128]  # calibration counts
 sparsities: list = [0.5, 0.7]   # sparsities (the lambda and N studies use the highest)
 use_results: bool = True        # read ../results/hparams.json when it matches
-lambda_record: str = "../runs/notebooks/02_delta_x_lambda_check.json"  # notebook 02's record: mark its λ (if present)
+# lambda_record: its λ is marked on the figure when the file is present
+lambda_record: str = "../runs/notebooks/02_delta_x_lambda_check.json"  # 02's record
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"  # run cache (studies/runs.py) shared with scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note
@@ -60,13 +62,14 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 # $N = 128$: the same method at any $N$.
 
 # %%
-base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "eval": [eval_data],
-        "eval_windows": eval_windows}
+base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+        "eval": [eval_data], "eval_windows": eval_windows}
 saved = saved_results("../results/hparams.json", base) if use_results else None
 if saved and saved["seeds"] == seeds:
     studies, source = saved["studies"], "../results/hparams.json"
 else:
-    studies, source = hparam_study(base, seeds, lambda_grid, s_values, n_values, sparsities, cache_dir), "live run"
+    studies, source = hparam_study(base, seeds, lambda_grid, s_values, n_values,
+                                   sparsities, cache_dir), "live run"
 print(f"source: {source}")
 assert studies["lambda"] and studies["s"] and studies["nsamples"]
 
@@ -87,19 +90,25 @@ def grid(rows, row_key, col_key):
 
 sp_lambda = studies["lambda"][0]["sparsity"]
 effects = {"λ grid": knob_effect(studies["lambda"])}
-effects.update({f"s at {sp:g}": knob_effect([r for r in studies["s"] if r["sparsity"] == sp])
+effects.update({f"s at {sp:g}": knob_effect([r for r in studies["s"]
+                                             if r["sparsity"] == sp])
                 for sp in sorted({r["sparsity"] for r in studies["s"]})})
-effects.update({f"N, {norm}": knob_effect([r for r in studies["nsamples"] if r["d2_norm"] == norm])
+effects.update({f"N, {norm}": knob_effect([r for r in studies["nsamples"]
+                                           if r["d2_norm"] == norm])
                 for norm in ("authors", "mean")})
 
 # %%
-display(Markdown(f"**r1 (rows) × r2 (columns) at {sp_lambda:g}**\n\n" + grid(studies["lambda"], "r1", "r2").to_markdown()
+display(Markdown(f"**r1 (rows) × r2 (columns) at {sp_lambda:g}**\n\n"
+                 + grid(studies["lambda"], "r1", "r2").to_markdown()
                  + f"\n\n{effects['λ grid']}"))
-display(Markdown("**Scale s (rows) × sparsity (columns)**\n\n" + grid(studies["s"], "s", "sparsity").to_markdown()
-                 + "\n\n" + "\n\n".join(f"{k}: {v}" for k, v in effects.items() if k.startswith("s at"))))
+display(Markdown("**Scale s (rows) × sparsity (columns)**\n\n"
+                 + grid(studies["s"], "s", "sparsity").to_markdown()
+                 + "\n\n" + "\n\n".join(f"{k}: {v}" for k, v in effects.items()
+                                        if k.startswith("s at"))))
 display(Markdown("**Calibration count N (columns), per D² accumulation (rows)**\n\n"
                  + grid(studies["nsamples"], "d2_norm", "nsamples").to_markdown()
-                 + "\n\n" + "\n\n".join(f"{k}: {v}" for k, v in effects.items() if k.startswith("N,"))))
+                 + "\n\n" + "\n\n".join(f"{k}: {v}" for k, v in effects.items()
+                                        if k.startswith("N,"))))
 
 # %% [markdown]
 # ## The figure
@@ -115,25 +124,30 @@ rec = Path(lambda_record)
 eq9 = json.loads(rec.read_text())["metrics"].get("eq9") if rec.exists() else None
 mark = (eq9["r1"], eq9["r2"], f"notebook 02: λ = {eq9['lambda']:.2f}") if eq9 else None
 fig = plots.hparam_figure(studies, OPT125M_LAMBDA_80, OPT125M_NSAMPLES_80, mark)
-fig_h = plots.save(fig, fig_dir / "11_hyperparameters.png", caption=notebook.caption(model=model, calib=calib, seeds=seeds))
+fig_h = plots.save(fig, fig_dir / "11_hyperparameters.png",
+                   caption=notebook.caption(model=model, calib=calib, seeds=seeds))
 
 # %% [markdown]
 # ## What we learned
 
 # %%
-close = noise.within_noise_of_best({(r["r1"], r["r2"]): noise.by_seed(r["ppl"], r["seeds"])
-                                     for r in studies["lambda"]})
+close = noise.within_noise_of_best(
+    {(r["r1"], r["r2"]): noise.by_seed(r["ppl"], r["seeds"])
+     for r in studies["lambda"]})
 best = min(studies["lambda"], key=lambda r: statistics.mean(r["ppl"]))
 paper_best = min(OPT125M_LAMBDA_80, key=OPT125M_LAMBDA_80.get)
 display(Markdown(
-    f"* The best (r1, r2) cell at {sp_lambda:g} is ({best['r1']:g}, {best['r2']:g}), but {len(close)} of "
-    f"{len(studies['lambda'])} cells (it included) are not behind it beyond seed noise (the paired rule, "
-    f"{len(best['seeds'])} seeds): the grid cannot rank them. "
-    f"The paper's OPT-125M grid has its best at {paper_best} on one seed.\n"
+    f"* The best (r1, r2) cell at {sp_lambda:g} is ({best['r1']:g}, {best['r2']:g}), "
+    f"but {len(close)} of {len(studies['lambda'])} cells (it included) are not behind it "
+    f"beyond seed noise (the paired rule, {len(best['seeds'])} seeds): the grid cannot "
+    f"rank them. The paper's OPT-125M grid has its best at {paper_best} on one seed.\n"
     + "\n".join(f"* {k}: {v}." for k, v in effects.items())
-    + (f"\n* Notebook 02's λ = {eq9['lambda']:.2f} maps to (r1, r2) = ({eq9['r1']:.2f}, {eq9['r2']:.2f}), "
-       + ("inside" if eq9["r1"] <= max(lambda_grid) and 0 <= eq9["r2"] <= max(lambda_grid) else "outside")
-       + " the measured grid." if eq9 else "\n* Notebook 02's λ: its record is not present (run notebook 02 first).")))
+    + (f"\n* Notebook 02's λ = {eq9['lambda']:.2f} maps to (r1, r2) = "
+       f"({eq9['r1']:.2f}, {eq9['r2']:.2f}), "
+       + ("inside" if eq9["r1"] <= max(lambda_grid)
+          and 0 <= eq9["r2"] <= max(lambda_grid) else "outside")
+       + " the measured grid." if eq9 else "\n* Notebook 02's λ: its record is not "
+                                           "present (run notebook 02 first).")))
 
 # %% [markdown]
 # **Discussion.**
@@ -146,8 +160,9 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "11_hyperparameters",
-                {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "eval_data": eval_data,
-                 "eval_windows": eval_windows, "seeds": seeds, "lambda_grid": lambda_grid, "s_values": s_values,
-                 "n_values": n_values, "sparsities": sparsities, "lambda_record": lambda_record},
-                {"source": source, "studies": studies, "effects": effects, "lambda_cells_within_noise": len(close),
-                 "eq9_mark": eq9}, [fig_h])
+                {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+                 "eval_data": eval_data, "eval_windows": eval_windows, "seeds": seeds,
+                 "lambda_grid": lambda_grid, "s_values": s_values, "n_values": n_values,
+                 "sparsities": sparsities, "lambda_record": lambda_record},
+                {"source": source, "studies": studies, "effects": effects,
+                 "lambda_cells_within_noise": len(close), "eq9_mark": eq9}, [fig_h])

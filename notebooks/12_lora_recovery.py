@@ -10,11 +10,12 @@
 model: str = "smollm2-135m"     # model
 methods: list = ["sparsegpt", "wanda", "d2prune"]  # pruning methods
 settings: list = ["0.6", "2:4"]  # sparsities or N:M patterns
-calib: str = "news"             # calibration text (also the fine-tuning text, its calib split)
+calib: str = "news"             # calibration and fine-tuning text (its calib split)
 nsamples: int = 16              # calibration windows
 seqlen: int = 512               # calibration tokens per window
 seed: int = 0                   # seed
-steps: int = 100                # LoRA steps of 4 x train_seqlen tokens (CPU default; the paper: one epoch of 30k C4 samples)
+# steps: a CPU default; the paper trains one epoch of 30k C4 samples
+steps: int = 100                # LoRA steps of 4 x train_seqlen tokens
 train_seqlen: int = 128         # tokens per training window
 lora_r: int = 8                 # LoRA rank (paper: 8)
 lora_alpha: int = 16            # LoRA alpha (paper: 16)
@@ -22,7 +23,7 @@ eval_data: str = "wiki"         # evaluation text
 eval_windows: int = 8           # perplexity windows
 zeroshot_tasks: list = ["hellaswag", "piqa", "arc_easy"]  # zero-shot tasks (fast scorer)
 zeroshot_limit: int = 100       # examples per task
-use_results: bool = True        # read ../results/lora.json when its protocol matches these parameters
+use_results: bool = True        # read ../results/lora.json when its protocol matches
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
@@ -43,9 +44,10 @@ from studies.runs import saved_results
 
 plots.style()
 out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
-protocol = {"model": model, "methods": methods, "settings": settings, "calib": calib, "nsamples": nsamples,
-            "seqlen": seqlen, "seed": seed, "steps": steps, "train_seqlen": train_seqlen, "lora_r": lora_r,
-            "lora_alpha": lora_alpha, "eval_data": eval_data, "eval_windows": eval_windows,
+protocol = {"model": model, "methods": methods, "settings": settings, "calib": calib,
+            "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "steps": steps,
+            "train_seqlen": train_seqlen, "lora_r": lora_r, "lora_alpha": lora_alpha,
+            "eval_data": eval_data, "eval_windows": eval_windows,
             "zeroshot_tasks": zeroshot_tasks, "zeroshot_limit": zeroshot_limit}
 
 # %% [markdown]
@@ -65,12 +67,16 @@ saved = saved_results("../results/lora.json", protocol) if use_results else None
 if saved and saved["protocol"] == protocol:
     study, source = saved, "../results/lora.json"
 else:
-    study, source = recovery_study(out / "lora", RecoveryProtocol.from_dict(protocol)), "live run"
+    study, source = recovery_study(out / "lora",
+                                   RecoveryProtocol.from_dict(protocol)), "live run"
 rows = study["rows"]
-minutes = {k: sum(r.get(f"{k}_seconds", 0.0) for r in rows) / 60 for k in ("prune", "train")}
-print(f"source: {source}; the study's own time: {minutes['train']:.0f} min of LoRA training + "
-      f"{minutes['prune']:.0f} min of pruning ({len(rows)} rows), besides evaluation")
-assert all(r["q_sparsity"][0] == r["q_sparsity"][1] for r in rows), "LoRA merge changed the sparsity"
+minutes = {k: sum(r.get(f"{k}_seconds", 0.0) for r in rows) / 60
+           for k in ("prune", "train")}
+print(f"source: {source}; the study's own time: {minutes['train']:.0f} "
+      f"min of LoRA training + {minutes['prune']:.0f} min of pruning "
+      f"({len(rows)} rows), besides evaluation")
+assert all(r["q_sparsity"][0] == r["q_sparsity"][1] for r in rows), (
+    "LoRA merge changed the sparsity")
 
 # %% [markdown]
 # 'recovered' is the share of the perplexity gap to dense that LoRA closed,
@@ -78,45 +84,64 @@ assert all(r["q_sparsity"][0] == r["q_sparsity"][1] for r in rows), "LoRA merge 
 
 # %%
 dense_ppl = study["dense"]["ppl"]
-table = pd.DataFrame([{"setting": r["setting"], "method": r["method"], "ppl pruned": r["before"]["ppl"],
-                       "ppl + LoRA": r["after"]["ppl"],
-                       "recovered": (r["before"]["ppl"] - r["after"]["ppl"]) / (r["before"]["ppl"] - dense_ppl),
-                       "zero-shot pruned": r["before"]["zeroshot_mean"], "zero-shot + LoRA": r["after"]["zeroshot_mean"],
+table = pd.DataFrame([{"setting": r["setting"], "method": r["method"],
+                       "ppl pruned": r["before"]["ppl"], "ppl + LoRA": r["after"]["ppl"],
+                       "recovered": ((r["before"]["ppl"] - r["after"]["ppl"])
+                                     / (r["before"]["ppl"] - dense_ppl)),
+                       "zero-shot pruned": r["before"]["zeroshot_mean"],
+                       "zero-shot + LoRA": r["after"]["zeroshot_mean"],
                        "train seconds": r.get("train_seconds")} for r in rows])
-display(Markdown(f"Dense: ppl {dense_ppl:.2f}, zero-shot {study['dense']['zeroshot_mean']:.3f}\n\n"
-                 + table.to_markdown(index=False, floatfmt=("", "", ".2f", ".2f", ".2f", ".3f", ".3f", ".0f"))))
+floatfmt = ("", "", ".2f", ".2f", ".2f", ".3f", ".3f", ".0f")
+display(Markdown(f"Dense: ppl {dense_ppl:.2f}, zero-shot "
+                 f"{study['dense']['zeroshot_mean']:.3f}\n\n"
+                 + table.to_markdown(index=False, floatfmt=floatfmt)))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for r in rows:
-    axes[0].plot(r["losses"], lw=1, label=f"{r['method']} {r['setting']}", color=plots.method_color(r["method"]),
+    axes[0].plot(r["losses"], lw=1, label=f"{r['method']} {r['setting']}",
+                 color=plots.method_color(r["method"]),
                  ls="-" if ":" not in r["setting"] else "--")
 labels = [f"{r['method']}\n{r['setting']}" for r in rows]
-axes[1].bar([i - 0.2 for i in range(len(rows))], [r["before"]["ppl"] for r in rows], 0.4, label="pruned")
-axes[1].bar([i + 0.2 for i in range(len(rows))], [r["after"]["ppl"] for r in rows], 0.4, label="+ LoRA")
+axes[1].bar([i - 0.2 for i in range(len(rows))], [r["before"]["ppl"] for r in rows], 0.4,
+            label="pruned")
+axes[1].bar([i + 0.2 for i in range(len(rows))], [r["after"]["ppl"] for r in rows], 0.4,
+            label="+ LoRA")
 axes[1].axhline(study["dense"]["ppl"], color="k", ls=":", lw=1, label="dense")
-axes[1].set_xticks(range(len(rows)), labels, fontsize=7), axes[1].set_yscale("log"), axes[1].legend(fontsize=8)
-axes[0].set_xlabel("step"), axes[0].set_ylabel("training loss"), axes[0].legend(fontsize=7)
+axes[1].set_xticks(range(len(rows)), labels, fontsize=7)
+axes[1].set_yscale("log"), axes[1].legend(fontsize=8)
+axes[0].set_xlabel("step"), axes[0].set_ylabel("training loss")
+axes[0].legend(fontsize=7)
 axes[1].set_ylabel(f"{eval_data} perplexity")
 fig_lora = plots.save(fig, fig_dir / "12_lora_recovery.png",
-                      caption=notebook.caption(model=model, steps=steps, lora=f"r={lora_r}, alpha={lora_alpha}, q/v", seed=seed))
+                      caption=notebook.caption(
+                          model=model, steps=steps,
+                          lora=f"r={lora_r}, alpha={lora_alpha}, q/v", seed=seed))
 
 # %% [markdown]
 # ## What we learned
 
 # %%
-best_before = {st: min((r for r in rows if r["setting"] == st), key=lambda r: r["before"]["ppl"])["method"] for st in settings}
-best_after = {st: min((r for r in rows if r["setting"] == st), key=lambda r: r["after"]["ppl"])["method"] for st in settings}
+best_before = {st: min((r for r in rows if r["setting"] == st),
+                       key=lambda r: r["before"]["ppl"])["method"] for st in settings}
+best_after = {st: min((r for r in rows if r["setting"] == st),
+                      key=lambda r: r["after"]["ppl"])["method"] for st in settings}
 se_task = (0.25 / zeroshot_limit) ** 0.5
 display(Markdown(
-    "* Lowest perplexity before LoRA: " + ", ".join(f"{st} {m}" for st, m in best_before.items())
+    "* Lowest perplexity before LoRA: "
+    + ", ".join(f"{st} {m}" for st, m in best_before.items())
     + "; after LoRA: " + ", ".join(f"{st} {m}" for st, m in best_after.items())
-    + (" — the head start survives." if best_before == best_after else " — the ranking changes after fine-tuning.") + "\n"
-    + f"* LoRA closes {table['recovered'].min():.0%}–{table['recovered'].max():.0%} of the gap to dense "
-      f"(dense ppl {dense_ppl:.2f}) in {steps} steps, keeping every sparsity pattern (checked above).\n"
-    + f"* Zero-shot means move by {(table['zero-shot + LoRA'] - table['zero-shot pruned']).abs().max():.3f} at most; with "
-      f"{zeroshot_limit} examples a single task's standard error is up to {se_task:.3f}, so these moves are not resolved.\n"
-    + f"* The recorded study took {minutes['train']:.0f} min of training and {minutes['prune']:.0f} min of pruning."))
+    + (" — the head start survives." if best_before == best_after
+       else " — the ranking changes after fine-tuning.") + "\n"
+    + f"* LoRA closes {table['recovered'].min():.0%}–{table['recovered'].max():.0%} "
+      f"of the gap to dense (dense ppl {dense_ppl:.2f}) in {steps} steps, keeping "
+      "every sparsity pattern (checked above).\n"
+    + "* Zero-shot means move by "
+      f"{(table['zero-shot + LoRA'] - table['zero-shot pruned']).abs().max():.3f} at "
+      f"most; with {zeroshot_limit} examples a single task's standard error is up to "
+      f"{se_task:.3f}, so these moves are not resolved.\n"
+    + f"* The recorded study took {minutes['train']:.0f} min of training and "
+      f"{minutes['prune']:.0f} min of pruning."))
 
 # %% [markdown]
 # **Discussion.**
@@ -128,4 +153,5 @@ display(Markdown(
 
 # %%
 notebook.finish(out, "12_lora_recovery",
-                protocol, {"source": source, "dense": study["dense"], "rows": rows, "minutes": minutes}, [fig_lora])
+                protocol, {"source": source, "dense": study["dense"], "rows": rows,
+                           "minutes": minutes}, [fig_lora])

@@ -21,7 +21,7 @@ seqlen: int = 128               # tokens per window
 seed: int = 0                   # calibration seed
 block_index: int = 3            # the block we dissect
 use_results: bool = True        # read ../results/recipes.json (the study) when present
-tune_steps: int = 20            # block tuning: Adam steps per block in the error-correction section
+tune_steps: int = 20            # block tuning's Adam steps per block (error correction)
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
@@ -54,10 +54,12 @@ out = Path(out_dir)
 # %%
 dense, tok = notebook.dense_model(model)
 win = calibration_windows(tok, calib, nsamples, seqlen, seed)
-linears, stats = dense_block_stats(dense, [{"input_ids": w[None]} for w in win.ids], block_index)
+linears, stats = dense_block_stats(dense, [{"input_ids": w[None]} for w in win.ids],
+                                   block_index)
 name = max(linears, key=lambda n: linears[n].in_features)
 W, st = linears[name].weight.detach().float(), stats[name]
-print(f"block {block_index}, {name}: W {tuple(W.shape)}, {st.inp.tokens} calibration tokens")
+print(f"block {block_index}, {name}: W {tuple(W.shape)}, "
+      f"{st.inp.tokens} calibration tokens")
 
 # %% [markdown]
 # ## Exact reconstruction: the best kept weights for a fixed mask
@@ -73,9 +75,11 @@ sgpt = solve_linear("sparsegpt", W, st, cfg)[0]
 wanda = solve_linear("wanda", W, st, cfg)[0]
 from d2p_helpers.prune.reconstruct import exact  # noqa: E402
 errors = {"Wanda mask, no update": relative_error(W, wanda, st.gram),
-          "Wanda mask + exact": relative_error(W, exact(W, wanda == 0, st.hessian()), st.gram),
+          "Wanda mask + exact": relative_error(W, exact(W, wanda == 0, st.hessian()),
+                                               st.gram),
           "SparseGPT (OBS update)": relative_error(W, sgpt, st.gram),
-          "SparseGPT mask + exact": relative_error(W, exact(W, sgpt == 0, st.hessian()), st.gram)}
+          "SparseGPT mask + exact": relative_error(W, exact(W, sgpt == 0, st.hessian()),
+                                                   st.gram)}
 for k, v in errors.items():
     print(f"{k:26s} relative error {v:.4f}")
 assert errors["SparseGPT mask + exact"] <= errors["SparseGPT (OBS update)"] * (1 + 1e-4)
@@ -94,7 +98,8 @@ from d2p_helpers.prune.refine import refine  # noqa: E402
 refined = {kind: refine(kind, W, wanda, st, None, 50) for kind in ("dsnot", "swap")}
 for kind, Wr in refined.items():
     err = relative_error(W, Wr, st.gram)
-    print(f"Wanda + {kind:6s} relative error {err:.4f} (from {errors['Wanda mask, no update']:.4f})")
+    print(f"Wanda + {kind:6s} relative error {err:.4f} (from "
+          f"{errors['Wanda mask, no update']:.4f})")
     assert torch.equal((Wr == 0).sum(1), (wanda == 0).sum(1))      # same count per row
     assert err <= errors["Wanda mask, no update"] * (1 + 1e-6)
 
@@ -118,30 +123,40 @@ for kind, Wr in refined.items():
 import copy  # noqa: E402
 
 from d2p_helpers.prune import prune  # noqa: E402
-ec = prune(copy.deepcopy(dense), "sparsegpt", sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
-           seed=seed, tokenizer=tok, sequential=True, reconstruct="cg", reconstruct_target="dense",
-           correct="scale", block_tune=tune_steps)
+ec = prune(copy.deepcopy(dense), "sparsegpt", sparsity=sparsity, calib=calib,
+           nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok, sequential=True,
+           reconstruct="cg", reconstruct_target="dense", correct="scale",
+           block_tune=tune_steps)
 rows = ec.per_linear
 for r in rows:
-    assert r["error_target"] == "dense" and r["reconstruct_error_after"] <= r["reconstruct_error_before"] + 1e-6
+    assert (r["error_target"] == "dense"
+            and r["reconstruct_error_after"] <= r["reconstruct_error_before"] + 1e-6)
 assert all(b["held_error_after"] <= b["held_error_before"] for b in ec.block_tune)
-print({k: f"{v:.1f} s" for k, v in ec.stage_seconds.items()}, f"of {ec.prune_seconds:.1f} s pruning")
+print({k: f"{v:.1f} s" for k, v in ec.stage_seconds.items()},
+      f"of {ec.prune_seconds:.1f} s pruning")
 
 # %%
 import matplotlib.pyplot as plt  # noqa: E402
 blocks = sorted({r["block"] for r in rows})
 per_block = [[r for r in rows if r["block"] == b] for b in blocks]
-mean_of = lambda key: [sum(r[key] for r in rs) / len(rs) for rs in per_block]  # noqa: E731
+mean_of = lambda key: [sum(r[key] for r in rs) / len(rs)  # noqa: E731
+                       for rs in per_block]
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-ax.plot(blocks, mean_of("reconstruct_error_before"), "o-", label="before (SparseGPT's own update)")
-ax.plot(blocks, mean_of("reconstruct_error_after"), "o-", label="after dense-target least squares")
-ax.set(xlabel="block", ylabel="error toward the dense output", title="per linear, mean over the block")
-bx.plot(blocks, [b["held_error_before"] for b in ec.block_tune], "o-", label="before tuning")
-bx.plot(blocks, [b["held_error_after"] for b in ec.block_tune], "o-", label=f"after ≤ {tune_steps} Adam steps")
+ax.plot(blocks, mean_of("reconstruct_error_before"), "o-",
+        label="before (SparseGPT's own update)")
+ax.plot(blocks, mean_of("reconstruct_error_after"), "o-",
+        label="after dense-target least squares")
+ax.set(xlabel="block", ylabel="error toward the dense output",
+       title="per linear, mean over the block")
+bx.plot(blocks, [b["held_error_before"] for b in ec.block_tune], "o-",
+        label="before tuning")
+bx.plot(blocks, [b["held_error_after"] for b in ec.block_tune], "o-",
+        label=f"after ≤ {tune_steps} Adam steps")
 bx.set(xlabel="block", ylabel="held-out block output error", title="block tuning")
 ax.legend(fontsize=8), bx.legend(fontsize=8)
 ec_figure = plots.save(fig, out / "figures" / "13_error_correction.png",
-                       caption=f"{model}, sparsegpt {sparsity:.0%}, calib {calib} {nsamples}x{seqlen}, seed {seed}")
+                       caption=f"{model}, sparsegpt {sparsity:.0%}, calib {calib} "
+                               f"{nsamples}x{seqlen}, seed {seed}")
 gain = {k: sum(r[f"{k}_error_before"] - r[f"{k}_error_after"] for r in rows) / len(rows)
         for k in ("reconstruct", "correct")}
 
@@ -154,11 +169,13 @@ gain = {k: sum(r[f"{k}_error_before"] - r[f"{k}_error_after"] for r in rows) / l
 
 # %%
 results_file = Path("../results/recipes.json")
-study = json.loads(results_file.read_text()) if use_results and results_file.exists() else None
+study = (json.loads(results_file.read_text())
+         if use_results and results_file.exists() else None)
 if study:
     display(Markdown(Path("../results/recipes.md").read_text()))
 else:
-    print("results/recipes.json not found (or use_results=False): run `python -m studies.recipes`")
+    print("results/recipes.json not found (or use_results=False): "
+          "run `python -m studies.recipes`")
 
 # %%
 ec_file = Path("../results/error_correction.md")
@@ -175,25 +192,31 @@ if study and Path("../figures/recipes.png").exists():
 
 # %%
 best_layer = min(errors, key=errors.get)
-lines = [f"On one real layer ({name}, block {block_index}, {sparsity:.0%}), the lowest reconstruction error "
-         f"came from **{best_layer}** ({errors[best_layer]:.4f}, against {errors['SparseGPT (OBS update)']:.4f} "
-         f"for SparseGPT's own update); exact reconstruction lowered Wanda's error from "
+lines = [f"On one real layer ({name}, block {block_index}, {sparsity:.0%}), "
+         f"the lowest reconstruction error came from **{best_layer}** "
+         f"({errors[best_layer]:.4f}, against {errors['SparseGPT (OBS update)']:.4f} "
+         "for SparseGPT's own update); exact reconstruction lowered Wanda's error from "
          f"{errors['Wanda mask, no update']:.4f} to {errors['Wanda mask + exact']:.4f}."]
-lines.append(f"Toward the dense model (every linear, sparsegpt at {sparsity:.0%}): dense-target least squares "
-             f"lowered the error toward the dense output by {gain['reconstruct']:.4f} on average, the energy "
-             f"correction changed it by {-gain['correct']:+.4f}, and block tuning lowered the held-out block "
-             f"error in {sum(b['held_error_after'] < b['held_error_before'] for b in ec.block_tune)} of "
-             f"{len(ec.block_tune)} blocks.")
+n_tuned = sum(b["held_error_after"] < b["held_error_before"] for b in ec.block_tune)
+lines.append(f"Toward the dense model (every linear, sparsegpt at {sparsity:.0%}): "
+             "dense-target least squares lowered the error toward the "
+             f"dense output by {gain['reconstruct']:.4f} on average, the "
+             f"energy correction changed it by {-gain['correct']:+.4f}, "
+             f"and block tuning lowered the held-out block error in {n_tuned} "
+             f"of {len(ec.block_tune)} blocks.")
 if study and study.get("preset"):
     pre, tab, mean = study["preset"], study["table"], lambda v: sum(v) / len(v)
-    lines.append(f"The study ({study['runs_present']} of {study['runs_planned']} planned runs) chose "
-                 f"`{pre['composition']}` on validation; the preset runs it with CG: `d2p prune {' '.join(pre['flags'])}`.")
+    lines.append(f"The study ({study['runs_present']} of {study['runs_planned']} planned "
+                 f"runs) chose `{pre['composition']}` on validation; the preset runs it "
+                 f"with CG: `d2p prune {' '.join(pre['flags'])}`.")
     for s, cells in tab.items():
-        peers = {k: mean(v["wiki"]) for k, v in cells.items() if k in ("magnitude", "wanda", "sparsegpt", "ria", "d2prune")}
+        peers = {k: mean(v["wiki"]) for k, v in cells.items()
+                 if k in ("magnitude", "wanda", "sparsegpt", "ria", "d2prune")}
         if pre["label"] in cells and peers:
             best = min(peers, key=peers.get)
-            lines.append(f"At {s}: preset {mean(cells[pre['label']]['wiki']):.1f} (n={len(cells[pre['label']]['wiki'])}) "
-                         f"vs best peer {best} {peers[best]:.1f} on `wiki`.")
+            lines.append(f"At {s}: preset {mean(cells[pre['label']]['wiki']):.1f} "
+                         f"(n={len(cells[pre['label']]['wiki'])}) vs best peer {best} "
+                         f"{peers[best]:.1f} on `wiki`.")
 display(Markdown(" ".join(lines)))
 
 # %% [markdown]
@@ -215,19 +238,25 @@ def _gain(setting, text, base="d2prune-noqkv", stage="d2prune-noqkv+exact"):
 
 mean = lambda v: sum(v) / len(v)  # noqa: E731
 notebook.answers([
-    "The exact solve fits the calibration windows' Gram matrix, so it buys most where the test text looks like "
-    f"them. In the study at 70%, exact reconstruction changed `news:test` (in domain) by {_gain('0.7', 'news:test')} "
-    f"and `wiki` (other domain) by {_gain('0.7', 'wiki')}. Test it as the study does: choose on validation splits "
-    "of both texts and report a text no choice saw; or target the dense model instead (the section above).",
-    "A per-linear allocation needs a score of each linear's sensitivity comparable across linears (its error per "
-    "removed weight, or the block output's), and a budget solve over the block (OWL only ranks blocks)."])
+    "The exact solve fits the calibration windows' Gram matrix, so it buys most "
+    "where the test text looks like them. In the study at 70%, exact reconstruction "
+    f"changed `news:test` (in domain) by {_gain('0.7', 'news:test')} and `wiki` "
+    f"(other domain) by {_gain('0.7', 'wiki')}. Test it as the study does: choose "
+    "on validation splits of both texts and report a text no choice saw; or target "
+    "the dense model instead (the section above).",
+    "A per-linear allocation needs a score of each linear's sensitivity comparable "
+    "across linears (its error per removed weight, or the block output's), and a budget "
+    "solve over the block (OWL only ranks blocks)."])
 
 # %%
-notebook.finish(out, "13_beyond_the_paper", {"model": model, "sparsity": sparsity, "calib": calib,
-                                              "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
-                                              "block_index": block_index},
+notebook.finish(out, "13_beyond_the_paper", {"model": model, "sparsity": sparsity,
+                                             "calib": calib, "nsamples": nsamples,
+                                             "seqlen": seqlen, "seed": seed,
+                                             "block_index": block_index},
                 {"layer": name, "layer_errors": errors,
-                 "refined_errors": {k: relative_error(W, v, st.gram) for k, v in refined.items()},
+                 "refined_errors": {k: relative_error(W, v, st.gram)
+                                    for k, v in refined.items()},
                  "preset": study.get("preset") if study else None,
-                 "error_correction": {"stage_seconds": ec.stage_seconds, "mean_error_gain": gain,
+                 "error_correction": {"stage_seconds": ec.stage_seconds,
+                                      "mean_error_gain": gain,
                                       "block_tune": ec.block_tune}}, figures)

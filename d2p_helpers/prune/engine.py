@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration import (BlockInputs, move_to, attach_stats, capture_block_inputs, capture_linear_inputs,
-                           run_block)
+from ..calibration import (BlockInputs, attach_stats, block_forward, capture_block_inputs, capture_linear_inputs,
+                           move_to, run_block)
 from ..masks import is_valid_n_of_m, sparsity_of
 from ..models import get_adapter
 from .config import SELECTORS, PruneConfig, PruneError  # noqa: F401  (re-exported)
@@ -104,7 +104,7 @@ def prune_unit(solver: str, old: torch.Tensor, st, cfg: PruneConfig, report: Pru
     if toward_dense:
         row["error_target"] = "dense"
         row["dense_error"] = error(new)
-    err = error(new) if toward_dense else row["rel_error"]
+    err = row["dense_error"] if toward_dense else row["rel_error"]
     if cfg.refine != "none":
         from .refine import refine
         new, err = _stage(row, report, "refine", err, error, lambda: refine(cfg.refine, old, new, st, cfg.nm,
@@ -321,15 +321,13 @@ def _block_stats(block, linears, inputs, outputs, cfg, device, dense, dense_bloc
         dense_linears = dict(dense_block.named_modules())
         handles += capture_linear_inputs({n: dense_linears[n] for n in linears}, store)
     try:
-        for start, x, kw in inputs.batches():
-            kw = move_to(kw, device)
-            if dense_block is not None:
-                yd = dense_block(dense.hidden[start:start + x.shape[0]].to(device), **kw)
-                yd = yd[0] if isinstance(yd, tuple) else yd
+        for start, x, kw in inputs.batches():    # run_block's loop, with the dense copy interleaved per batch
+            rows = slice(start, start + x.shape[0])
+            if dense_block is not None:          # its hooks fill `store` for the pruned pass of this batch
+                yd = block_forward(dense_block, dense.hidden[rows], kw, device)
                 if dense_out is not None:
-                    dense_out[start:start + x.shape[0]] = yd.to(dense_out.device)
-            y = block(x.to(device), **kw)
-            outputs[start:start + x.shape[0]] = (y[0] if isinstance(y, tuple) else y).to(outputs.device)
+                    dense_out[rows] = yd.to(dense_out.device)
+            outputs[rows] = block_forward(block, x, kw, device).to(outputs.device)
     finally:
         for h in handles:
             h.remove()
