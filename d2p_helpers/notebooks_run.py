@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -72,10 +73,16 @@ _ACCEPTS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)
             "dict": (dict,)}
 
 
+@functools.lru_cache(maxsize=None)
+def declared_parameters(name: str) -> dict:
+    """papermill's reading of the notebook's `parameters` cell (names, inferred types, defaults), read once."""
+    import papermill as pm
+    return pm.inspect_notebook(str(notebook_path(name)))
+
+
 def check_parameters(name: str, parameters: dict) -> dict:
     """The overrides checked against the notebook's `parameters` cell (names and types) before any kernel."""
-    import papermill as pm
-    declared = pm.inspect_notebook(str(notebook_path(name)))
+    declared = declared_parameters(name)
     out = {}
     for key, value in parameters.items():
         if key not in declared:
@@ -166,8 +173,7 @@ def _value(text: str):
 
 def _as_declared(name: str, params: dict) -> dict:
     """A command-line value stays the text it was typed as where the notebook expects a string (`-p calib 42`)."""
-    import papermill as pm
-    declared = pm.inspect_notebook(str(notebook_path(name)))
+    declared = declared_parameters(name)
     return {k: json.dumps(v) if declared.get(k, {}).get("inferred_type_name") == "str" and not isinstance(v, str)
             else v for k, v in params.items()}
 

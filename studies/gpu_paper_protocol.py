@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -40,11 +41,17 @@ def plan() -> list[tuple[str, str, int]]:
     return runs + [(m, s, 0) for s in REST for m in METHODS]
 
 
-def method_options(label: str, setting: str) -> tuple[str, dict]:
-    """The paper-N table's spelling of each label (studies/bench.py)."""
+@functools.lru_cache(maxsize=None)
+def _paper_n_spec(label: str, setting: str):
     from studies import bench
     bench.use_protocol("paper-n")
-    return bench.spec(label, setting, 0).method, dict(bench.spec(label, setting, 0).options)
+    return bench.spec(label, setting, 0)
+
+
+def method_options(label: str, setting: str) -> tuple[str, dict]:
+    """The paper-N table's spelling of each label (studies/bench.py), looked up once per label and setting."""
+    spec = _paper_n_spec(label, setting)
+    return spec.method, dict(spec.options)
 
 
 def run_one(dense, tok, label: str, setting: str, seed: int, a) -> dict:
