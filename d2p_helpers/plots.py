@@ -112,6 +112,45 @@ def mask_image(ax, weight, title: str, rows: int = 64, cols: int = 128) -> None:
     ax.set_xticks([]), ax.set_yticks([])
 
 
+MASK_COLORS = {"both kept": "#252525", "both pruned": "#f0f0f0", "only A keeps": "#fdae6b",
+               "only B keeps": "#08519c"}
+
+
+def mask_difference(ax, a, b, names: tuple[str, str], rows: int = 32, cols: int = 64) -> dict:
+    """Two masks of one matrix on the rows x cols window where they disagree most: entries both keep, both
+    prune, and the ones they disagree on in two colours (notebook 03). Returns how many entries of the whole
+    matrix fall in each class, and the window's top-left corner."""
+    import matplotlib.colors as mcolors
+    import torch.nn.functional as F
+    ka, kb = a != 0, b != 0
+    classes = (ka & kb).int() * 0 + (~ka & ~kb).int() * 1 + (ka & ~kb).int() * 2 + (~ka & kb).int() * 3
+    # the rows x cols window with the most disagreements (they can be rare: notebook 01 counts them)
+    per_window = F.avg_pool2d((ka != kb).float()[None, None], (rows, cols), stride=(rows // 2, cols // 2))[0, 0]
+    r, c = divmod(int(per_window.argmax()), per_window.shape[1])
+    r, c = r * (rows // 2), c * (cols // 2)
+    cmap = mcolors.ListedColormap(list(MASK_COLORS.values()))
+    ax.imshow(classes[r:r + rows, c:c + cols].cpu().numpy(), cmap=cmap, vmin=-0.5, vmax=3.5,
+              interpolation="nearest", aspect="auto", extent=(c - 0.5, c + cols - 0.5, r + rows - 0.5, r - 0.5))
+    ax.grid(False)
+    labels = {"both kept": "both keep", "both pruned": "both prune", "only A keeps": f"only {names[0]} keeps",
+              "only B keeps": f"only {names[1]} keeps"}
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c, label=labels[k]) for k, c in MASK_COLORS.items()],
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.set_xlabel("input column"), ax.set_ylabel("output row")
+    return {**{labels[k]: int((classes == i).sum()) for i, k in enumerate(MASK_COLORS)}, "corner": (r, c)}
+
+
+def nm_zoom(ax, weight, m: int, rows: int = 8, cols: int = 16) -> None:
+    """An N:M mask up close: kept (dark) and pruned (light) entries, with a line after every group of m columns."""
+    ax.imshow((weight[:rows, :cols] != 0).float().cpu().numpy(), cmap="Greys", vmin=0, vmax=1,
+              interpolation="nearest", aspect="auto")
+    for c in range(m, cols, m):
+        ax.axvline(c - 0.5, color="#d94801", lw=1.5)
+    ax.set_xticks(range(cols)), ax.set_yticks(range(rows))
+    ax.tick_params(labelsize=6), ax.grid(False)
+    ax.set_xlabel("input column"), ax.set_ylabel("output row")
+
+
 def attention_map(ax, probs, title: str, vmax: float | None = None, difference: bool = False):
     """Head-averaged attention map [T, T]; with `difference`, a pruned-minus-dense map on a diverging scale
     centred at zero (red: more attention than the dense model, blue: less)."""

@@ -314,12 +314,34 @@ for lname, lin in linears.items():
           f"{float((new_weights[lname] == 0).float().mean()):.3f}  "
           f"rel. error {errors[lname]:.4f}")
 
+# %% [markdown]
+# **What a mask looks like.** Three views of the linear from section 3 (`linear`). (a) The fraction each output
+# row keeps. SparseGPT and D²-SparseGPT choose the mask inside each 128-column block over all rows at once, so
+# rows differ; Wanda keeps the same fraction in every row. (b) SparseGPT's mask against D²-SparseGPT's on a
+# window of the matrix (where they disagree most), with the entries they disagree on in colour. (c) A 2:4 mask up close: exactly two of
+# every four consecutive weights in a row are kept.
+
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-for ax, role in zip(axes, "qkv"):
-    plots.mask_image(ax, new_weights[qkv[role]], f"{qkv[role]} ({plan[qkv[role]]})")
-fig.suptitle(f"Block {block_index}: kept (dark) vs pruned weights, first 64 x 128")
+W_sgpt = solve_linear("sparsegpt", W, stats[name], PruneConfig(method="sparsegpt", sparsity=sparsity))[0]
+W_24 = solve_linear("d2-sparsegpt", W, stats[name], PruneConfig(method="d2-sparsegpt", pattern="2:4"))[0]
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained",
+                         gridspec_kw={"width_ratios": [1, 1.3, 1]})
+for label, Wm in (("SparseGPT", W_sgpt), ("D²-SparseGPT", W_pkg)):
+    axes[0].hist((Wm != 0).float().mean(1).numpy(), bins=30, alpha=0.6, label=label,
+                 color=plots.method_color(label.lower().replace("²", "2")))
+axes[0].axvline(1 - sparsity, color="k", ls="--", lw=1, label="Wanda (every row)")
+axes[0].set_xlabel("fraction of the row kept"), axes[0].set_ylabel("output rows")
+axes[0].legend(fontsize=7), axes[0].set_title("(a) kept per output row", fontsize=9)
+counts = plots.mask_difference(axes[1], W_sgpt, W_pkg, ("SparseGPT", "D²-SparseGPT"))
+axes[1].set_title("(b) SparseGPT vs D²-SparseGPT, the 32 × 64 window where they differ most",
+                  fontsize=9)
+plots.nm_zoom(axes[2], W_24, 4)
+axes[2].set_title("(c) D²-SparseGPT at 2:4, first 8 × 16", fontsize=9)
 fig_masks = plots.save(fig, fig_dir / "03_masks.png")
+differ = (counts["only SparseGPT keeps"] + counts["only D²-SparseGPT keeps"]) / W.numel()
+assert counts["only SparseGPT keeps"] == counts["only D²-SparseGPT keeps"]   # same count per block
+assert bool(((W_24 != 0).reshape(W.shape[0], -1, 4).sum(-1) == 2).all())
+print(f"the two masks disagree on {differ:.2%} of {name}'s weights")
 
 # %% [markdown]
 # ## 5 · What the update buys
