@@ -322,8 +322,10 @@ for lname, lin in linears.items():
 # every four consecutive weights in a row are kept.
 
 # %%
-W_sgpt = solve_linear("sparsegpt", W, stats[name], PruneConfig(method="sparsegpt", sparsity=sparsity))[0]
-W_24 = solve_linear("d2-sparsegpt", W, stats[name], PruneConfig(method="d2-sparsegpt", pattern="2:4"))[0]
+cfg_sgpt = PruneConfig(method="sparsegpt", sparsity=sparsity)
+W_sgpt = solve_linear("sparsegpt", W, stats[name], cfg_sgpt)[0]
+cfg_24 = PruneConfig(method="d2-sparsegpt", pattern="2:4")
+W_24 = solve_linear("d2-sparsegpt", W, stats[name], cfg_24)[0]
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained",
                          gridspec_kw={"width_ratios": [1, 1.3, 1]})
 for label, Wm in (("SparseGPT", W_sgpt), ("D²-SparseGPT", W_pkg)):
@@ -333,13 +335,14 @@ axes[0].axvline(1 - sparsity, color="k", ls="--", lw=1, label="Wanda (every row)
 axes[0].set_xlabel("fraction of the row kept"), axes[0].set_ylabel("output rows")
 axes[0].legend(fontsize=7), axes[0].set_title("(a) kept per output row", fontsize=9)
 counts = plots.mask_difference(axes[1], W_sgpt, W_pkg, ("SparseGPT", "D²-SparseGPT"))
-axes[1].set_title("(b) SparseGPT vs D²-SparseGPT, the 32 × 64 window where they differ most",
-                  fontsize=9)
+axes[1].set_title("(b) SparseGPT vs D²-SparseGPT: the 32 × 64 window where they "
+                  "differ most", fontsize=9)
 plots.nm_zoom(axes[2], W_24, 4)
 axes[2].set_title("(c) D²-SparseGPT at 2:4, first 8 × 16", fontsize=9)
 fig_masks = plots.save(fig, fig_dir / "03_masks.png")
 differ = (counts["only SparseGPT keeps"] + counts["only D²-SparseGPT keeps"]) / W.numel()
-assert counts["only SparseGPT keeps"] == counts["only D²-SparseGPT keeps"]   # same count per block
+# both keep the same count in every block, so their disagreements pair up
+assert counts["only SparseGPT keeps"] == counts["only D²-SparseGPT keeps"]
 assert bool(((W_24 != 0).reshape(W.shape[0], -1, 4).sum(-1) == 2).all())
 print(f"the two masks disagree on {differ:.2%} of {name}'s weights")
 
@@ -419,7 +422,27 @@ display(Markdown(
 # 2. The scores of block 2 are computed *after* block 1's errors were pushed into it. Why does that matter for
 #    which weights survive?
 # 3. The frozen projection gets no update. Where in the layer-error plot would you look for its cost?
-#
+
+# %%
+frozen_name = next((n for n in linears if plan[n] == "d2-wanda"), None)
+updated = {n: e for n, e in errors.items() if n in qkv.values() and n != frozen_name}
+notebook.answers([
+    f"Every row would keep exactly {1 - sparsity:.0%}. In the matrix's first 128-column "
+    f"block the rows keep between {float(rows_kept.min()):.0%} and "
+    f"{float(rows_kept.max()):.0%}: the block-wide choice takes more from rows whose "
+    "weights cost little to remove and less from rows that carry the output.",
+    "The update moves each pruned weight's error into the columns to its right, so a "
+    "later weight that compensates grows and scores higher. Scoring the original weights "
+    "would prune weights the update has just made important.",
+    ("Look at the frozen projection's own line: it gets the D²-Wanda mask with no "
+     f"update, so its error is the zeroing error. In block {block_index}: {frozen_name} "
+     f"{errors[frozen_name]:.4f} against "
+     + ", ".join(f"{n} {e:.4f}" for n, e in updated.items())
+     + ". Its cost also shows downstream, since the later blocks' inputs drift."
+     if frozen_name else f"With method {method} no projection is frozen here."),
+])
+
+# %% [markdown]
 # **What to try next.** `pattern="2:4"`; `method="sparsegpt"` and compare the layer errors; `block_index=0`;
 # give `d2_sparsegpt_by_hand` a non-zero `r2` in `d2_score` and check it against
 # `PruneConfig(..., r2=...)`; notebook 06 compares every method.

@@ -12,17 +12,17 @@
 model: str = "smollm2-135m"     # model to prune
 sparsity: float = 0.5           # unstructured sparsity
 calib: str = "news"             # calibration text
-nsamples: int = 16              # calibration windows (the q/k/v study's protocol; the paper: 128)
+nsamples: int = 16              # calibration windows (q/k/v study's protocol; paper: 128)
 seqlen: int = 256               # tokens per window
 seed: int = 0                   # calibration seed
 eval_data: str = "wiki"         # text for perplexity and the attention windows
 eval_windows: int = 16          # perplexity windows
 attention_windows: int = 2      # windows for the attention diagnostics
-map_tokens: int = 128           # tokens shown in the attention-map figure (the paper uses 128)
-use_results: bool = True        # the q/k/v table from ../results/qkv_selectors.json when its protocol matches
+map_tokens: int = 128           # tokens in the attention-map figure (the paper uses 128)
+use_results: bool = True        # q/k/v table from qkv_selectors.json if protocol matches
 results_dir: str = "../results"  # where qkv_selectors.json is
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"  # run cache (studies/runs.py) shared with scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note
@@ -67,23 +67,33 @@ out, fig_dir = Path(out_dir), Path(out_dir) / "figures"
 # From the q/k/v study (`results/qkv_selectors.json`, same protocol) when it matches, else run here.
 
 # %%
-labels = {"freeze q": "q", "freeze k": "k", "freeze v": "v", "all updated": "none", "none updated": "all"}
-study_names = {"all updated (none frozen)": "all updated", "no q/k/v updated (all frozen)": "none updated"}
-base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed, "eval": [eval_data],
-        "eval_windows": eval_windows}
-saved = saved_results(Path(results_dir) / "qkv_selectors.json", base) if use_results else None
-rows = [r for r in (saved or {}).get("rows", []) if r["sparsity"] == sparsity and study_names.get(r["config"], r["config"]) in labels]
-configs = {study_names.get(r["config"], r["config"]): {"ppl": r["ppl"], "mean_kl": r["mean_kl"]} for r in rows}
-source = str(Path(results_dir) / "qkv_selectors.json") if len(configs) == len(labels) else "live run"
+labels = {"freeze q": "q", "freeze k": "k", "freeze v": "v", "all updated": "none",
+          "none updated": "all"}
+study_names = {"all updated (none frozen)": "all updated",
+               "no q/k/v updated (all frozen)": "none updated"}
+base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+        "seed": seed, "eval": [eval_data], "eval_windows": eval_windows}
+saved = (saved_results(Path(results_dir) / "qkv_selectors.json", base)
+         if use_results else None)
+rows = [r for r in (saved or {}).get("rows", [])
+        if r["sparsity"] == sparsity
+        and study_names.get(r["config"], r["config"]) in labels]
+configs = {study_names.get(r["config"], r["config"]):
+           {"ppl": r["ppl"], "mean_kl": r["mean_kl"]} for r in rows}
+source = (str(Path(results_dir) / "qkv_selectors.json") if len(configs) == len(labels)
+          else "live run")
 
 # %%
 if source == "live run":
     for label, frozen in labels.items():
-        r = prune_and_eval({**base, "method": "d2prune", "sparsity": sparsity, "options": {"frozen": frozen}},
+        r = prune_and_eval({**base, "method": "d2prune", "sparsity": sparsity,
+                            "options": {"frozen": frozen}},
                            cache_dir, attention_windows)
-        configs[label] = {"ppl": r["ppl"][eval_data], "mean_kl": r["attention"]["mean_kl"]}
+        configs[label] = {"ppl": r["ppl"][eval_data],
+                          "mean_kl": r["attention"]["mean_kl"]}
 table = pd.DataFrame(configs).T.sort_values("mean_kl")
-display(Markdown(f"source: {source}, {sparsity:.0%} sparsity\n\n" + table.to_markdown(floatfmt=".4f")))
+display(Markdown(f"source: {source}, {sparsity:.0%} sparsity\n\n"
+                 + table.to_markdown(floatfmt=".4f")))
 assert all(c["mean_kl"] >= 0 for c in configs.values())
 
 # %% [markdown]
@@ -96,14 +106,17 @@ assert all(c["mean_kl"] >= 0 for c in configs.values())
 dense_lm, tok = dense_model(model)
 windows = make_windows(tok, eval_data, seqlen, attention_windows).ids
 pruned = {}
-for label, method, options in (("SparseGPT", "sparsegpt", {}), ("freeze v", "d2prune", {"frozen": "v"})):
+for label, method, options in (("SparseGPT", "sparsegpt", {}),
+                               ("freeze v", "d2prune", {"frozen": "v"})):
     m = copy.deepcopy(dense_lm)
-    prune(m, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen, seed=seed,
-          tokenizer=tok, progress=False, **options)
+    prune(m, method, sparsity=sparsity, calib=calib, nsamples=nsamples, seqlen=seqlen,
+          seed=seed, tokenizer=tok, progress=False, **options)
     pruned[label] = m
-fidelity = {label: compare_attention(m, dense_lm, windows, progress=False) for label, m in pruned.items()}
+fidelity = {label: compare_attention(m, dense_lm, windows, progress=False)
+            for label, m in pruned.items()}
 for label, f in fidelity.items():
-    print(f"{label:10s} mean KL {f['mean_kl']:.4f}  mean RMSE {f['mean_rmse']:.4f}  logit KL {f['logit_kl']:.4f}")
+    print(f"{label:10s} mean KL {f['mean_kl']:.4f}  mean RMSE {f['mean_rmse']:.4f}  "
+          f"logit KL {f['logit_kl']:.4f}")
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
@@ -111,7 +124,9 @@ for label, f in fidelity.items():
     layers = [row["block"] for row in f["per_block"]]
     axes[0].plot(layers, [row["kl"] for row in f["per_block"]], marker=".", label=label)
     axes[1].plot(layers, [row["rmse"] for row in f["per_block"]], marker=".", label=label)
-    axes[2].plot(layers, [row["peak_pruned"] / row["peak_dense"] for row in f["per_block"]], marker=".", label=label)
+    axes[2].plot(layers,
+                 [row["peak_pruned"] / row["peak_dense"] for row in f["per_block"]],
+                 marker=".", label=label)
 axes[2].axhline(1, color="#444444", lw=1, ls="--", label="dense")
 axes[0].set_ylabel("KL(pruned || dense)"), axes[1].set_ylabel("attention-output RMSE")
 axes[2].set_ylabel("peak attention ÷ dense (below 1: flatter)")
@@ -119,9 +134,10 @@ for ax in axes:
     ax.set_xlabel("layer"), ax.legend(fontsize=7)
 axes[0].set_yscale("log"), axes[1].set_yscale("log")
 fig.suptitle(f"Attention fidelity per layer at {sparsity:.0%}")
-fig_layers = plots.save(fig, fig_dir / "04_attention_kl_layers.png",
-                        caption=notebook.caption(model=model, calib=f"{calib} {nsamples}x{seqlen}", seed=seed,
-                                                 attention=f"{attention_windows} windows of {eval_data}"))
+fig_layers = plots.save(
+    fig, fig_dir / "04_attention_kl_layers.png",
+    caption=notebook.caption(model=model, calib=f"{calib} {nsamples}x{seqlen}", seed=seed,
+                             attention=f"{attention_windows} windows of {eval_data}"))
 
 # %% [markdown]
 # ## The picture (paper Figure 3)
@@ -135,26 +151,31 @@ fig_layers = plots.save(fig, fig_dir / "04_attention_kl_layers.png",
 # %%
 ids = make_windows(tok, eval_data, map_tokens, 1).ids
 maps = {"dense": head_averaged_map(dense_lm, {"input_ids": ids})}
-maps.update({label: head_averaged_map(m, {"input_ids": ids}) for label, m in pruned.items()})
+maps.update({label: head_averaged_map(m, {"input_ids": ids})
+             for label, m in pruned.items()})
 peaks = {label: float(mp[1:].max(-1).values.mean()) for label, mp in maps.items()}
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
 vmax = float(maps["dense"][4:, 1:].max())
-fig.colorbar(plots.attention_map(axes[0], maps["dense"], f"dense: mean row peak {peaks['dense']:.2f}", vmax),
+fig.colorbar(plots.attention_map(axes[0], maps["dense"],
+                                 f"dense: mean row peak {peaks['dense']:.2f}", vmax),
              ax=axes[0], shrink=0.8)
 diffs = {label: maps[label] - maps["dense"] for label in pruned}
 lim = max(float(d[4:, 1:].abs().max()) for d in diffs.values())
 for ax, (label, d) in zip(axes[1:], diffs.items()):
-    im = plots.attention_map(ax, d, f"{label} − dense (peak {peaks[label]:.2f})", lim, difference=True)
+    im = plots.attention_map(ax, d, f"{label} − dense (peak {peaks[label]:.2f})", lim,
+                             difference=True)
 fig.colorbar(im, ax=axes[1:], shrink=0.8, label="attention change")
 fig_maps = plots.save(fig, fig_dir / "04_attention_maps.png")
-change = {label: float(d.abs().sum(-1).mean()) / 2 for label, d in diffs.items()}   # total variation per row
+# total variation per row
+change = {label: float(d.abs().sum(-1).mean()) / 2 for label, d in diffs.items()}
 
 # %% [markdown]
 # ## What we learned
 
 # %%
 def mean_peak_ratio(f):
-    return sum(r["peak_pruned"] / r["peak_dense"] for r in f["per_block"]) / len(f["per_block"])
+    return (sum(r["peak_pruned"] / r["peak_dense"] for r in f["per_block"])
+            / len(f["per_block"]))
 
 
 kl = {k: v["mean_kl"] for k, v in configs.items()}
@@ -163,18 +184,24 @@ flat = {label: mean_peak_ratio(f) for label, f in fidelity.items()}
 
 # %%
 display(Markdown(
-    f"* At {sparsity:.0%}, freezing v changes the mean attention KL by {100 * v_vs_all:+.1f}% against updating all "
-    f"three projections ({kl['freeze v']:.4f} vs {kl['all updated']:.4f}); the lowest KL is **{min(kl, key=kl.get)}** "
-    f"({min(kl.values()):.4f}), the highest {max(kl, key=kl.get)} ({max(kl.values()):.4f}); one calibration seed.\n"
-    f"* Peak attention, pruned ÷ dense, averaged over layers: SparseGPT {flat['SparseGPT']:.3f}, freeze v "
-    f"{flat['freeze v']:.3f} (below 1 = flatter). Last layer, mean row peak: dense {peaks['dense']:.3f}, "
-    f"SparseGPT {peaks['SparseGPT']:.3f}, freeze v {peaks['freeze v']:.3f}. On the map, pruning moves "
-    f"{change['SparseGPT']:.1%} (SparseGPT) and {change['freeze v']:.1%} (freeze v) of each query's attention "
-    "to other keys (total variation, mean over queries).\n"
-    f"* So here: freezing v {'lowers' if v_vs_all < 0 else 'does not lower'} the attention KL against all-updated, and "
-    f"SparseGPT {'flattens' if flat['SparseGPT'] < 1 else 'does not flatten'} the attention on average "
-    f"({'more' if flat['SparseGPT'] < flat['freeze v'] else 'no more'} than freeze v). The paper's Figure 3 is one "
-    "layer of LLaMA-2-7B; this is every layer of a 135M model."))
+    f"* At {sparsity:.0%}, freezing v changes the mean attention KL by "
+    f"{100 * v_vs_all:+.1f}% against updating all three projections "
+    f"({kl['freeze v']:.4f} vs {kl['all updated']:.4f}); the lowest KL is "
+    f"**{min(kl, key=kl.get)}** ({min(kl.values()):.4f}), the highest "
+    f"{max(kl, key=kl.get)} ({max(kl.values()):.4f}); one calibration seed.\n"
+    f"* Peak attention, pruned ÷ dense, averaged over layers: SparseGPT "
+    f"{flat['SparseGPT']:.3f}, freeze v {flat['freeze v']:.3f} (below 1 = flatter). "
+    f"Last layer, mean row peak: dense {peaks['dense']:.3f}, "
+    f"SparseGPT {peaks['SparseGPT']:.3f}, freeze v {peaks['freeze v']:.3f}. On the map, "
+    f"pruning moves {change['SparseGPT']:.1%} (SparseGPT) and {change['freeze v']:.1%} "
+    "(freeze v) of each query's attention to other keys (total variation, mean over "
+    "queries).\n"
+    f"* So here: freezing v {'lowers' if v_vs_all < 0 else 'does not lower'} the "
+    "attention KL against all-updated, and SparseGPT "
+    f"{'flattens' if flat['SparseGPT'] < 1 else 'does not flatten'} the attention on "
+    f"average ({'more' if flat['SparseGPT'] < flat['freeze v'] else 'no more'} than "
+    "freeze v). The paper's Figure 3 is one layer of LLaMA-2-7B; this is every layer of "
+    "a 135M model."))
 
 # %% [markdown]
 # **Discussion.**
@@ -187,15 +214,17 @@ display(Markdown(
 # %%
 kl_rank = sorted(kl, key=kl.get)
 notebook.answers([
-    "The paper's argument is about the distribution becoming flatter, which the peak ratio measures; KL counts "
-    f"any change of the distribution. Here SparseGPT's mean peak ratio is {flat['SparseGPT']:.3f} and freeze v's "
-    f"{flat['freeze v']:.3f}, while the KL ranks the choices {', '.join(kl_rank)}.",
-    "Rerun the q/k/v study with two more calibration seeds (`use_results=False` and another `seed`) and compare "
-    "each choice with freeze v per seed, with the paired rule notebook 06 uses.",
+    "The paper's argument is about the distribution becoming flatter, which the peak "
+    "ratio measures; KL counts any change of the distribution. Here SparseGPT's mean "
+    f"peak ratio is {flat['SparseGPT']:.3f} and freeze v's {flat['freeze v']:.3f}, "
+    f"while the KL ranks the choices {', '.join(kl_rank)}.",
+    "Rerun the q/k/v study with two more calibration seeds (`use_results=False` and "
+    "another `seed`) and compare each choice with freeze v per seed, with the paired "
+    "rule notebook 06 uses.",
     "Compare the two orderings in the table: lowest KL "
-    f"{kl_rank[0]}, lowest perplexity {min(configs, key=lambda c: configs[c]['ppl'])}. The frozen projection "
-    "also keeps its weights un-updated by OBS, which changes the MLP's inputs and the residual stream, not only "
-    "the attention pattern.",
+    f"{kl_rank[0]}, lowest perplexity {min(configs, key=lambda c: configs[c]['ppl'])}. "
+    "The frozen projection also keeps its weights un-updated by OBS, which changes the "
+    "MLP's inputs and the residual stream, not only the attention pattern.",
 ])
 
 # %% [markdown]
@@ -204,11 +233,13 @@ notebook.answers([
 # frozen projection automatically.
 
 # %%
-notebook.finish(out, "04_attention_kl",
-                {"model": model, "sparsity": sparsity, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
-                 "seed": seed, "eval_data": eval_data, "eval_windows": eval_windows,
-                 "attention_windows": attention_windows, "use_results": use_results},
-                {"source": source, "configs": configs, "kl_freeze_v_vs_all_updated": v_vs_all,
-                 "fidelity": {k: {x: f[x] for x in ("mean_kl", "mean_rmse", "logit_kl")} for k, f in fidelity.items()},
-                 "mean_peak_ratio": flat, "last_layer_mean_peak": peaks, "last_layer_change": change},
-                [fig_layers, fig_maps])
+notebook.finish(
+    out, "04_attention_kl",
+    {"model": model, "sparsity": sparsity, "calib": calib, "nsamples": nsamples,
+     "seqlen": seqlen, "seed": seed, "eval_data": eval_data, "eval_windows": eval_windows,
+     "attention_windows": attention_windows, "use_results": use_results},
+    {"source": source, "configs": configs, "kl_freeze_v_vs_all_updated": v_vs_all,
+     "fidelity": {k: {x: f[x] for x in ("mean_kl", "mean_rmse", "logit_kl")}
+                  for k, f in fidelity.items()},
+     "mean_peak_ratio": flat, "last_layer_mean_peak": peaks, "last_layer_change": change},
+    [fig_layers, fig_maps])

@@ -16,9 +16,9 @@ seqlen: int = 256               # tokens per window
 seed: int = 0                   # calibration seed
 eval_data: str = "wiki"         # evaluation text (test split) for the table only
 eval_windows: int = 16          # perplexity windows
-use_results: bool = True        # read results/qkv_selectors.json when it matches these parameters
+use_results: bool = True        # read results/qkv_selectors.json when it matches
 out_dir: str = "../runs/notebooks"  # JSON record and figures
-cache_dir: str = "../results/run_cache"   # the studies' run cache (studies/runs.py), shared with the scripts
+cache_dir: str = "../results/run_cache"  # run cache (studies/runs.py) shared with scripts
 
 # %%
 from d2p_helpers.notebooks_run import runtime_note
@@ -64,22 +64,26 @@ gauss, laplace = math.erfc(1 / math.sqrt(math.pi)), math.exp(-1)
 lm, _ = dense_model(model)
 adapter = models.get_adapter(lm)
 eq18 = {role: [float((W.abs() > W.abs().mean()).float().mean()) for W in
-               (adapter.linears(b)[adapter.qkv_names(b)[role]].weight.detach() for b in adapter.blocks(lm))]
+               (adapter.linears(b)[adapter.qkv_names(b)[role]].weight.detach()
+                for b in adapter.blocks(lm))]
         for role in "qkv"}
 ranges = {r: (min(v), max(v)) for r, v in eq18.items()}
-display(Markdown(f"Eq. 18 outlier ratio: Gaussian {gauss:.1%}, Laplace {laplace:.1%}; `{model}` per layer: "
+display(Markdown(f"Eq. 18 outlier ratio: Gaussian {gauss:.1%}, Laplace {laplace:.1%}; "
+                 f"`{model}` per layer: "
                  + ", ".join(f"{r} {lo:.1%}–{hi:.1%}" for r, (lo, hi) in ranges.items())
-                 + ". A ratio this stable cannot single out one projection per layer (the paper's Figure 11)."))
+                 + ". A ratio this stable cannot single out one projection per layer "
+                 "(the paper's Figure 11)."))
 
 # %%
-base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
-        "eval": [eval_data], "eval_windows": eval_windows}
+base = {"model": model, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
+        "seed": seed, "eval": [eval_data], "eval_windows": eval_windows}
 results_file = Path("../results/qkv_selectors.json")
 saved = saved_results(results_file, base) if use_results else None
 if saved and sorted({r["sparsity"] for r in saved["rows"]}) == sorted(sparsities):
     rows, source = saved["rows"], str(results_file)
 else:
-    rows, source = qkv_comparison(base, sparsities, cache_dir, attention_windows=2), "live run"
+    rows, source = (qkv_comparison(base, sparsities, cache_dir, attention_windows=2),
+                    "live run")
 assert len(rows) == 8 * len(sparsities)
 
 # %% [markdown]
@@ -88,7 +92,8 @@ assert len(rows) == 8 * len(sparsities)
 
 # %%
 df = pd.DataFrame(rows)
-wide = df.pivot(index="config", columns="sparsity", values=["ppl", "mean_kl"]).reindex(list(dict.fromkeys(df["config"])))
+wide = (df.pivot(index="config", columns="sparsity", values=["ppl", "mean_kl"])
+        .reindex(list(dict.fromkeys(df["config"]))))
 wide.columns = [f"{'ppl' if k == 'ppl' else 'KL'} {s:.0%}" for k, s in wide.columns]
 wide["selector seconds (mean)"] = df.groupby("config")["selector_seconds"].mean()
 display(Markdown(f"source: {source}\n\n" + wide.to_markdown(floatfmt=".4g")))
@@ -103,42 +108,57 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
 for label in dict.fromkeys(r["config"] for r in rows):
     rs = [r for r in rows if r["config"] == label]
     xs = [r["sparsity"] for r in rs]
-    axes[0].plot(xs, [r["ppl"] / default[r["sparsity"]]["ppl"] for r in rs], marker="o", label=label)
-    axes[1].plot(xs, [r["mean_kl"] / default[r["sparsity"]]["mean_kl"] for r in rs], marker="o")
-axes[0].set_ylabel(f"{eval_data} perplexity ÷ freeze v's"), axes[1].set_ylabel("attention KL ÷ freeze v's")
+    axes[0].plot(xs, [r["ppl"] / default[r["sparsity"]]["ppl"] for r in rs], marker="o",
+                 label=label)
+    axes[1].plot(xs, [r["mean_kl"] / default[r["sparsity"]]["mean_kl"] for r in rs],
+                 marker="o")
+axes[0].set_ylabel(f"{eval_data} perplexity ÷ freeze v's")
+axes[1].set_ylabel("attention KL ÷ freeze v's")
 for ax in axes:
     ax.set_xlabel("sparsity"), ax.axhline(1, color="#444444", lw=1)
 axes[0].legend(fontsize=7)
-fig_qkv = plots.save(fig, fig_dir / "05_qkv_selectors.png",
-                     caption=notebook.caption([saved] if source != "live run" else None, model=model,
-                                              calib=f"{calib} {nsamples}x{seqlen}", seed=seed))
+fig_qkv = plots.save(
+    fig, fig_dir / "05_qkv_selectors.png",
+    caption=notebook.caption([saved] if source != "live run" else None, model=model,
+                             calib=f"{calib} {nsamples}x{seqlen}", seed=seed))
 
 # %% [markdown]
 # ## What we learned
 
 # %%
 fixed = ["freeze q", "freeze k", "freeze v"]
-best = {sp: min((r for r in rows if r["sparsity"] == sp and r["config"] in fixed), key=lambda r: r["ppl"]) for sp in sparsities}
+best = {sp: min((r for r in rows if r["sparsity"] == sp and r["config"] in fixed),
+                key=lambda r: r["ppl"]) for sp in sparsities}
 by = {(r["sparsity"], r["config"]): r for r in rows}
 auto = [c for c in dict.fromkeys(df["config"]) if c.startswith("auto:")]
 none_frozen, all_frozen = "all updated (none frozen)", "no q/k/v updated (all frozen)"
-overall = {sp: min((r for r in rows if r["sparsity"] == sp), key=lambda r: r["ppl"]) for sp in sparsities}
+overall = {sp: min((r for r in rows if r["sparsity"] == sp), key=lambda r: r["ppl"])
+           for sp in sparsities}
 all_best = [sp for sp in sparsities if overall[sp]["config"] == all_frozen]
 display(Markdown(
     "* Best single frozen projection per sparsity (one seed): " + ", ".join(
         f"{sp:.0%} **{best[sp]['config']}** ({best[sp]['ppl']:.2f})" for sp in sparsities)
-    + (" — the choice depends on the sparsity." if len({b["config"] for b in best.values()}) > 1 else " — the same at every sparsity.") + "\n"
+    + (" — the choice depends on the sparsity."
+       if len({b["config"] for b in best.values()}) > 1
+       else " — the same at every sparsity.") + "\n"
     + "* The selectors against that best fixed choice: " + "; ".join(
-        f"{a} " + ", ".join(f"{100 * (by[(sp, a)]['ppl'] / best[sp]['ppl'] - 1):+.1f}%" for sp in sparsities) for a in auto) + ".\n"
+        f"{a} " + ", ".join(f"{100 * (by[(sp, a)]['ppl'] / best[sp]['ppl'] - 1):+.1f}%"
+                            for sp in sparsities) for a in auto) + ".\n"
     + "* Freezing none of q, k, v ÷ freezing all three: " + ", ".join(
-        f"{sp:.0%} {by[(sp, none_frozen)]['ppl'] / by[(sp, all_frozen)]['ppl']:.2f}×" for sp in sparsities)
-    + f"; Eq. 18's outlier ratio stays within {min(lo for lo, _ in ranges.values()):.0%}–"
-    f"{max(hi for _, hi in ranges.values()):.0%} over every layer and projection (Gaussian: {gauss:.0%}).\n"
+        f"{sp:.0%} {by[(sp, none_frozen)]['ppl'] / by[(sp, all_frozen)]['ppl']:.2f}×"
+        for sp in sparsities)
+    + f"; Eq. 18's outlier ratio stays within "
+    f"{min(lo for lo, _ in ranges.values()):.0%}–"
+    f"{max(hi for _, hi in ranges.values()):.0%} over every layer and projection "
+    f"(Gaussian: {gauss:.0%}).\n"
     + (f"* **Freezing all three projections is the best configuration at "
-       f"{', '.join(f'{sp:.0%}' for sp in all_best)}** ({len(all_best)} of {len(sparsities)} sparsities, one seed), "
-       "a choice outside the paper's design, which always freezes exactly one. One seed cannot settle it: "
-       "notebook 06 tests it against SparseGPT with the paired seed rule." if all_best else
-       "* Freezing all three projections is not the best configuration at any sparsity here.")))
+       f"{', '.join(f'{sp:.0%}' for sp in all_best)}** ({len(all_best)} of "
+       f"{len(sparsities)} sparsities, one seed), "
+       "a choice outside the paper's design, which always freezes exactly one. One seed "
+       "cannot settle it: notebook 06 tests it against SparseGPT with the paired seed "
+       "rule." if all_best else
+       "* Freezing all three projections is not the best configuration at any sparsity "
+       "here.")))
 
 # %% [markdown]
 # **Discussion.**
@@ -151,23 +171,31 @@ display(Markdown(
 # choice does to the attention, layer by layer.
 
 # %%
-spread = {sp: max(by[(sp, c)]["ppl"] for c in fixed) / best[sp]["ppl"] - 1 for sp in sparsities}
+spread = {sp: max(by[(sp, c)]["ppl"] for c in fixed) / best[sp]["ppl"] - 1
+          for sp in sparsities}
 notebook.answers([
-    "Notebook 06 measures the quick protocol's seed noise: a different draw of calibration windows moves "
-    "perplexity by several percent at 50% and more at 70%. Here the three single-projection choices span "
+    "Notebook 06 measures the quick protocol's seed noise: a different draw of "
+    "calibration windows moves perplexity by several percent at 50% and more at 70%. "
+    "Here the three single-projection choices span "
     + ", ".join(f"{spread[sp]:.1%} at {sp:.0%}" for sp in sparsities)
-    + ". A gap that is not well beyond that needs more seeds before it ranks the choices.",
-    "The validation split. A choice made on the test text is tuned on the reported number, so the reported "
-    "perplexity overstates what a user would see on new text. auto:ppl pays for honesty with three prunings.",
-    "Eq. 12 argues that updating a projection spreads the attention distribution, so the projection that "
-    "matters most should be left alone. If leaving all three alone is best, that protection helps at every "
-    "projection. The OBS update then fits the calibration text at the cost of the attention pattern, and "
-    "freezing exactly one is a compromise, not the optimum.",
+    + ". A gap that is not well beyond that needs more seeds before it ranks "
+    "the choices.",
+    "The validation split. A choice made on the test text is tuned on the reported "
+    "number, so the reported perplexity overstates what a user would see on new text. "
+    "auto:ppl pays for honesty with three prunings.",
+    "Eq. 12 argues that updating a projection spreads the attention distribution, so the "
+    "projection that matters most should be left alone. If leaving all three alone is "
+    "best, that protection helps at every projection. The OBS update then fits the "
+    "calibration text at the cost of the attention pattern, and freezing exactly one is "
+    "a compromise, not the optimum.",
 ])
 
 # %%
-notebook.finish(out, "05_qkv_update_search",
-                {"model": model, "sparsities": sparsities, "calib": calib, "nsamples": nsamples, "seqlen": seqlen,
-                 "seed": seed, "eval_data": eval_data, "eval_windows": eval_windows},
-                {"source": source, "rows": rows, "eq18": {"gaussian": gauss, "laplace": laplace, "model_ranges": ranges},
-                 "best_fixed": {str(sp): b["config"] for sp, b in best.items()}}, [fig_qkv])
+notebook.finish(
+    out, "05_qkv_update_search",
+    {"model": model, "sparsities": sparsities, "calib": calib, "nsamples": nsamples,
+     "seqlen": seqlen, "seed": seed, "eval_data": eval_data,
+     "eval_windows": eval_windows},
+    {"source": source, "rows": rows,
+     "eq18": {"gaussian": gauss, "laplace": laplace, "model_ranges": ranges},
+     "best_fixed": {str(sp): b["config"] for sp, b in best.items()}}, [fig_qkv])

@@ -238,7 +238,8 @@ if zs:
           f"{paper_gap:+.2f} points at 50% (OPT-125M, mean of 7 tasks)",
           f"{gap:+.1f} ± {resolution:.1f} points at {zs['protocol']['sparsity']:.0%} "
           f"({zs['protocol']['limit']} examples per task)",
-          ("not testable here" if abs(paper_gap) < resolution and abs(gap) < resolution else
+          ("not testable here"
+           if abs(paper_gap) < resolution and abs(gap) < resolution else
            "reproduced" if gap > resolution else "not reproduced")
           + f": our resolution is ±{resolution:.1f} points, the claimed "
             f"gap {abs(paper_gap):.2f}")
