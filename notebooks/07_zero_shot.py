@@ -159,7 +159,67 @@ display(Markdown(
 # 1. BoolQ and RTE are two-way choices where a model can sit near a constant answer. How does that show in the
 #    pruned models' scores?
 # 2. How many examples per task would you need to resolve a one-point difference in the mean?
-#
+
+# %%
+def constant_answer(task):
+    """{choice: score of always giving it} on the scored examples; None without data."""
+    try:
+        docs = [zeroshot.build_doc(task, r) for r in zeroshot.load_rows(task, limit)]
+    except (RuntimeError, OSError):
+        return None
+    return {c: sum(d.gold == i for d in docs) / len(docs)
+            for i, c in enumerate(docs[0].choice_texts)}
+
+
+def two_way_text(task):
+    scores = ", ".join(f"{k} {metric(r['zeroshot'][task]):.3f}"
+                       for k, r in results.items())
+    const = constant_answer(task)
+    if const is None:
+        return f"`{task}`: {scores} (task data not found: no constant-answer score)"
+    return (f"`{task}`: always "
+            + ", always ".join(f"`{c}` {v:.3f}" for c, v in const.items())
+            + f"; {scores}")
+
+
+two_way = [t for t in ("boolq", "rte") if t in tasks]
+moves = {(k, t): (metric(results[k]["zeroshot"][t])
+                  - metric(results["dense"]["zeroshot"][t]))
+         for k in results if k != "dense" for t in two_way}
+move = max(moves, key=lambda kt: abs(moves[kt])) if moves else None
+se_diff = d_se if d_se is not None else math.sqrt(2) * stat["dense"][1]
+n_now = max(v.get("n") or limit for v in results["dense"]["zeroshot"].values())
+grow = (2 * se_diff / 0.01) ** 2
+need = math.ceil(grow * n_now)
+try:
+    short = [t for t in tasks if len(zeroshot.load_rows(t)) < need] if limit else None
+except (RuntimeError, OSError):
+    short = None
+notebook.answers([
+    ("A model that always gives one answer scores that answer's share of the examples: "
+     + "; ".join(two_way_text(t) for t in two_way) + ". "
+     "So a score near a constant answer's, or a change after pruning, can come from a "
+     "shift in the preferred answer rather than from reading the passage. "
+     + (f"The largest move from dense here is {move[0]} on `{move[1]}`, "
+        f"{moves[move]:+.3f}." if move else "")
+     if two_way else "Neither BoolQ nor RTE is among the scored tasks here."),
+    ("Two standard errors of the difference must shrink to one point. The bound on that "
+     f"standard error is {se_diff:.4f} at "
+     + (f"{n_now} examples per task " if limit else "the full splits ")
+     + ("(D²Prune − SparseGPT)" if d_se is not None
+        else "(two models with the dense model's standard error)")
+     + f"; it falls as 1/√n, so n must grow {grow:.1f}-fold"
+     + (f": about {need} examples per task. " if limit else " over the full splits. ")
+     + (f"Of the tasks, {', '.join(short) or 'none'} have fewer validation examples "
+        "than that. " if short is not None else "")
+     + "The bound ignores that both models see the same examples, so a paired test "
+     "would need fewer."
+     if grow > 1 else
+     f"The present {n_now} examples per task already resolve it: two standard errors "
+     f"of the difference are {100 * 2 * se_diff:.1f} points."),
+])
+
+# %% [markdown]
 # **What to try next.** `use_results=False, limit=None` on a machine with time; `engine="lm-eval"` to score
 # with the harness itself; `sparsity=0.7`, where the paper's gaps are larger.
 

@@ -109,7 +109,31 @@ display(Markdown(
 # **Discussion.**
 # 1. The activations grow with $N \cdot L$; the Gram matrix with $d_\text{in}^2$. Which one limits LLaMA-3-70B?
 # 2. What would you give up by keeping the calibration activations on the CPU and moving them per block?
-#
+
+# %%
+p70 = next((p for p in plans if p["model"] == "LLaMA-3-70B"), big)
+acts, grams = p70["calibration_activations_gib"], 3 * p70["largest_gram_gib"]
+longer = memory_plan(p70["model"], 128, seqlen=2 * p70["seqlen"])
+n_blocks = ARCHS[p70["model"]][2]
+notebook.answers([
+    ("The activations" if acts > grams else "The Gram matrices")
+    + ("" if p70["model"] == "LLaMA-3-70B" else
+       f" (LLaMA-3-70B is not in `ARCHS`, so take its largest, {p70['model']})")
+    + f": N = 128 windows of L = {p70['seqlen']} take {acts:.1f} GiB, while the "
+    f"largest Gram with its inverse and Cholesky takes {grams:.1f} GiB. The Gram does "
+    f"not grow with N or L: at 2L the activations take "
+    f"{longer['calibration_activations_gib']:.0f} GiB.",
+    "Transfer time, not results: the arithmetic is the same. For a method that uses "
+    "data the engine runs each block at least twice over the windows (statistics, then "
+    "the pruned block's outputs), "
+    "so each block would copy its inputs in and its outputs out twice: about "
+    f"{2 * acts:.0f} GiB per block, {2 * acts * n_blocks:.0f} GiB over the "
+    f"{n_blocks} blocks of {p70['model']}. In return the device peak drops from "
+    f"~{p70['device_peak_estimate_gib']:.1f} to ~"
+    f"{p70['device_peak_estimate_gib'] - acts:.1f} GiB.",
+])
+
+# %% [markdown]
 # **What to try next.** On a GPU: `model="meta-llama/Llama-2-7b-hf", dtype="bfloat16", device="cuda",
 # nsamples=128, seqlen=4096`; here: `method="sparsegpt"` and compare the prune seconds.
 

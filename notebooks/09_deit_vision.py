@@ -148,7 +148,43 @@ display(Markdown(
 # **Questions for discussion.** Why can a pruned backbone score *higher* than the dense one on a k-NN probe of
 # an unrelated dataset? Which of the three measures (probe accuracy, CLS cosine, attention KL) would you trust
 # to rank pruning methods, and why?
-#
+
+# %%
+se = (0.25 / max(1, knn_test)) ** 0.5
+dense_score = results["dense"][f"{metric}_dense"]
+above = [k for k, r in results.items()
+         if k != "dense" and r[f"{metric}_pruned"] - dense_score > 2 * se]
+
+
+def ranking(key, sign):
+    """Methods, best first, by `key` at each sparsity (sign -1: higher is better)."""
+    return {sp: " > ".join(sorted(methods,
+                                  key=lambda m: sign * results[f"{m}@{sp}"][key]))
+            for sp in sparsities}
+
+
+by_cos, by_kl = ranking("cls_cosine", -1), ranking("attention_kl", 1)
+by_probe = ranking(f"{metric}_pruned", -1)
+agree = [sp for sp in sparsities if by_cos[sp] == by_kl[sp]]
+notebook.answers([
+    "The probe only asks whether images of one class have nearby CLS features. Nothing "
+    "ties the dense features to an unrelated dataset's classes, so pruning can move "
+    "them toward a better split as easily as a worse one, and "
+    f"{knn_test} test images add noise (standard error about {se:.3f}). "
+    f"Here {', '.join(above) or 'no pruned model'} scored more than two standard "
+    f"errors above the dense {dense_score:.3f}.",
+    "The fidelity measures: they compare each pruned model with the dense one on the "
+    "same images, need no labels, and do not depend on how well the features suit the "
+    "probe's task. CLS cosine and attention KL give the same order of methods at "
+    + ("every sparsity" if agree == sparsities
+       else (", ".join(f"{sp:g}" for sp in agree) or "no sparsity")
+       + f" (of {', '.join(f'{sp:g}' for sp in sparsities)})")
+    + f"; at {top:g} cosine ranks {by_cos[top]}, the probe {by_probe[top]}. They measure "
+    "distance from dense, not usefulness: with a model's own head on its own task "
+    "(top-1 on ImageNet), accuracy is the measure to rank by.",
+])
+
+# %% [markdown]
 # **What to try next.** `model="timm:deit_small_patch16_224"` with `data="imagenet:PATH"` where you have the
 # weights and ImageNet (the paper's Table 7 protocol); freeze q or k instead of v (`frozen`); 2:4 patterns.
 

@@ -154,7 +154,44 @@ display(Markdown(
 # 1. A heat map always has a darkest cell. What would you need before calling it the best setting?
 # 2. The authors' D² statistics are sums that grow with N. Which rows of the N study does that explain?
 # 3. Eq. 9 ties r1 and r2 together through one λ. Is a grid over both knobs testing the paper's model at all?
-#
+
+# %%
+n_seeds = len(best["seeds"])
+n_mean = {(r["d2_norm"], r["nsamples"]): statistics.mean(r["ppl"])
+          for r in studies["nsamples"]}
+n_list = sorted({n for _, n in n_mean})
+gaps = ", ".join(f"N = {n} {n_mean[('authors', n)] / n_mean[('mean', n)]:.2f}"
+                 for n in n_list if ("authors", n) in n_mean and ("mean", n) in n_mean)
+on_curve = [r for r in studies["lambda"]
+            if abs(r["r2"] - (r["r1"] - r["r1"] ** 2 / 2)) < 1e-9]
+notebook.answers([
+    "A lead beyond seed noise, and a confirmation on data the choice was not made on. "
+    + (f"Here the best cell is ({best['r1']:g}, {best['r2']:g}), but {len(close)} of "
+       f"{len(studies['lambda'])} cells (it included) are not behind it beyond seed "
+       f"noise with {n_seeds} seeds, where the paired rule asks for a gap of "
+       f"{noise.T95.get(n_seeds - 1, 2.0)} standard errors. "
+       if n_seeds > 1 else
+       "With one seed the paired rule gives no verdict at all. ")
+    + f"The grid is chosen and scored on `{eval_data}`, so confirm the choice on "
+    "another text.",
+    "The authors' row: there ŷ grows about as (N + 1) / 2 and x̂ grows with N too, so N "
+    "changes the data and the strength of the D² term at once "
+    + (f"(at N = {n_list[0]}, ŷ is about {(n_list[0] + 1) / (128 + 1):.2f} of its size "
+       "at 128). " if n_list else ". ")
+    + "The `mean` row keeps that strength fixed, so only it shows the effect of N "
+    "itself. " + (f"Authors ÷ mean perplexity: {gaps}." if gaps else
+                  "The study has no N measured with both accumulations."),
+    "Only in part. Eq. 9 allows only the curve r2 = r1 − ½·r1² (λ = r1); of the "
+    f"{len(studies['lambda'])} cells, "
+    + (", ".join(f"({r['r1']:g}, {r['r2']:g}) with perplexity "
+                 f"{statistics.mean(r['ppl']):.2f}" for r in on_curve) or "none")
+    + " lie on it, and the others test a two-knob model the paper does not have. "
+    + (f"Notebook 02's λ = {eq9['lambda']:.2f} is the point ({eq9['r1']:.2f}, "
+       f"{eq9['r2']:.2f}) on that curve." if eq9 else
+       "Notebook 02's record is not present, so its point is not known here."),
+])
+
+# %% [markdown]
 # **What to try next.** `seeds=[0, 1, 2, 3]` with `use_results=False` and a smaller grid; a `lambda_grid` that
 # contains notebook 02's $(r_1, r_2)$ to measure the paper's own point; notebook 14 for the paper's claims side by side.
 

@@ -147,7 +147,27 @@ display(Markdown(
 # **Discussion.**
 # 1. LoRA trains on the calibration text (`news`) and is scored on `wiki`. What would in-domain scores show?
 # 2. Which share of the pruned gap can a rank-8 adapter on q and v close at most, and why only those two?
-#
+
+# %%
+top_row = table.loc[table["recovered"].idxmax()]
+notebook.answers([
+    (f"How much of LoRA's gain is fitting `{calib}` itself. This study scores only "
+     f"`{eval_data}`, where LoRA closed {table['recovered'].min():.0%}–"
+     f"{table['recovered'].max():.0%} of the gap. If it closes much more on `{calib}`'s "
+     f"test split (`eval_data=\"{calib}\"`; LoRA trains on the calib split), the adapter "
+     "learned the text more than it repaired the model."
+     if eval_data != calib else
+     f"Here LoRA is already scored in domain (`{eval_data}`); scoring another text would "
+     "show how much of its gain transfers."),
+    "No share follows from the rank alone; here LoRA closed "
+    f"{table['recovered'].min():.0%}–{table['recovered'].max():.0%} in {steps} steps, "
+    f"most for {top_row['method']} at {top_row['setting']}. The adapter changes only q "
+    "and v, and only at their kept weights (the merge is M ⊙ ΔW), so it cannot restore "
+    "the other pruned linears, only offset them through attention. q and v follow the "
+    "paper's Table 4 and keep the adapter small; the MLP is the next target to try.",
+])
+
+# %% [markdown]
 # **What to try next.** `steps=400` (resumes from the checkpoints); `settings=["0.7"]`, where the pruned gap is
 # larger; LoRA targets including the MLP.
 
