@@ -325,11 +325,13 @@ def load_model(name: str, dtype: torch.dtype | str = torch.float32, device: str 
         elif Path(name).is_dir():
             tok, model = _from_folder_or_hub(name, dtype, local_only=True)
         else:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            switched_off = os.environ.get("HF_HUB_OFFLINE") == "1"
+            offline = switched_off or not _hub_reachable()   # else the hub client retries for half a minute
             try:
                 tok, model = _from_folder_or_hub(name, dtype, local_only=offline)
             except (OSError, ValueError) as exc:
-                why = "the hub is offline here (HF_HUB_OFFLINE=1) and it is not in the local cache" if offline \
+                why = ("the hub is offline here (HF_HUB_OFFLINE=1)" if switched_off else
+                       "the hub cannot be reached from here") + " and it is not in the local cache" if offline \
                     else f"{type(exc).__name__}"
                 raise ModelError(f"could not load model '{name}': {why}; offline choices: {offline_choices()}") from None
     except AssetError as exc:
