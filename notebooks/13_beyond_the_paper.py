@@ -21,7 +21,8 @@ seqlen: int = 128               # tokens per window
 seed: int = 0                   # calibration seed
 block_index: int = 3            # the block we dissect
 use_results: bool = True        # read ../results/recipes.json (the study) when present
-tune_steps: int = 20            # block tuning's Adam steps per block (error correction)
+tune_steps: int = 5             # block tuning's Adam steps per block (the study: 50)
+cg_steps: int = 5               # CG steps of the dense-target solve (the study: 20)
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
 # %%
@@ -125,8 +126,8 @@ import copy  # noqa: E402
 from d2p_helpers.prune import prune  # noqa: E402
 ec = prune(copy.deepcopy(dense), "sparsegpt", sparsity=sparsity, calib=calib,
            nsamples=nsamples, seqlen=seqlen, seed=seed, tokenizer=tok, sequential=True,
-           reconstruct="cg", reconstruct_target="dense", correct="scale",
-           block_tune=tune_steps)
+           reconstruct="cg", reconstruct_iters=cg_steps, reconstruct_target="dense",
+           correct="scale", block_tune=tune_steps)
 rows = ec.per_linear
 for r in rows:
     assert (r["error_target"] == "dense"
@@ -224,8 +225,8 @@ display(Markdown(" ".join(lines)))
 # solve overfit the calibration windows, and how would you test that? OWL moves sparsity between blocks but
 # never between the linears of one block — what would a per-linear allocation need?
 #
-# **What to try next.** Refine with the D²-Wanda score instead of Wanda's; give OWL the D² score; run the study
-# at the paper's 128 × 2048 on a GPU (`studies/gpu_check.sh`).
+# **What to try next.** `tune_steps=50, cg_steps=20` (the study's settings); refine with the D²-Wanda score instead of Wanda's; give OWL the D² score; run the study at the
+# paper's 128 × 2048 on a GPU (`studies/gpu_check.sh`).
 
 
 # %%
@@ -252,7 +253,9 @@ notebook.answers([
 notebook.finish(out, "13_beyond_the_paper", {"model": model, "sparsity": sparsity,
                                              "calib": calib, "nsamples": nsamples,
                                              "seqlen": seqlen, "seed": seed,
-                                             "block_index": block_index},
+                                             "block_index": block_index,
+                                             "tune_steps": tune_steps,
+                                             "cg_steps": cg_steps},
                 {"layer": name, "layer_errors": errors,
                  "refined_errors": {k: relative_error(W, v, st.gram)
                                     for k, v in refined.items()},
