@@ -17,8 +17,8 @@ methods: list = ["wanda", "sparsegpt", "d2prune"]  # methods to compare
 sparsities: list = [0.5, 0.8]   # unstructured sparsities
 data: str = "fashion-mnist"     # fashion-mnist or imagenet:PATH
 nsamples: int = 32              # calibration images
-knn_train: int = 500            # images the k-NN probe is fit on (the study: 1000)
-knn_test: int = 250             # images scored (the study: 500)
+knn_train: int = 200            # images the k-NN probe is fit on (the study: 1000)
+knn_test: int = 100             # images scored (the study: 500)
 seed: int = 0                   # image sampling seed
 out_dir: str = "../runs/notebooks"  # JSON record and figures
 
