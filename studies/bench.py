@@ -81,19 +81,18 @@ def run_all(limit_minutes: float | None, ray_address: str | None = None, device:
 
 
 def import_records(path) -> int:
-    """Seed the run cache from a results file's records (results/bench.json keeps every run it reports),
-    so a fresh clone regenerates the table without rerunning; returns how many runs were added."""
-    from studies.runs import cache_path
-    added = 0
-    for rec in read_json(path)["records"]:
-        b = rec.get("bench", {})
-        if any(b.get(k) != v for k, v in PROTOCOL.items() if k != "eval") or list(b.get("eval", [])) != PROTOCOL["eval"]:
-            continue
-        s = spec(b["method"], b["setting"], b["seed"])
-        if cached(s) is None:
-            import dataclasses
-            write_json(cache_path(s), {**{k: v for k, v in rec.items() if k != "bench"}, "spec": dataclasses.asdict(s)})
-            added += 1
+    """Seed the run cache from a results file's records (each results file keeps every run it reports, with
+    its plan coordinates under "bench"), so a fresh clone resumes and reports without rerunning."""
+    from studies.runs import seed_cache
+    path = Path(path)
+    if not path.exists():
+        return 0
+    recs = [r for r in read_json(path)["records"] if r.get("bench", {}).get("model") == PROTOCOL["model"]]
+    pairs = [(spec(r["bench"]["method"], r["bench"]["setting"], r["bench"]["seed"]),
+              {k: v for k, v in r.items() if k != "bench"}) for r in recs]
+    added, skipped = seed_cache(pairs)
+    if skipped:
+        print(f"[bench] {skipped} records in {path.name} are not this plan's runs (their spec differs); rerun")
     return added
 
 
@@ -322,8 +321,9 @@ if __name__ == "__main__":
     a = ap.parse_args()
     use_protocol(a.protocol)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if a.import_records:
-        print(f"[bench] {import_records(a.import_records)} runs added to the cache from {a.import_records}")
+    for src in [ROOT / "results" / f"{NAME}.json", *([a.import_records] if a.import_records else [])]:
+        if (n := import_records(src)):
+            print(f"[bench] {n} runs added to the cache from {src}")
     if not a.report:
         run_all(a.limit_minutes, a.ray, a.device)
     report()

@@ -25,7 +25,7 @@ from d2p_helpers.noise import VERDICT_WORD, paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import read_json, versions, write_json, write_text
 from studies.recipes import cell_table, val_score
-from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan
+from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan, seed_cache
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 256, "seqlen": 128,
             "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 128}
@@ -168,16 +168,38 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+SAVED = ROOT / "results" / "error_correction.json"
+
+
+def records() -> list[dict]:
+    """The planned runs present in the cache, each with its plan coordinates (label, setting, seed)."""
+    return [{**rec, "error_correction": {"label": label, "setting": s, "seed": seed}}
+            for label, s, seed in plan() if (rec := cached(spec(label, s, seed))) is not None]
+
+
+def import_records() -> int:
+    """Seed the run cache from the committed results file, so a fresh clone resumes the plan."""
+    if not SAVED.exists():
+        return 0
+    recs = read_json(SAVED).get("records", [])
+    added, skipped = seed_cache([(spec(**r["error_correction"]), {k: v for k, v in r.items() if k != "error_correction"})
+                                 for r in recs if r["error_correction"]["label"] in configs(r["error_correction"]["setting"])])
+    if skipped:
+        print(f"[error-correction] {skipped} committed records are not this plan's runs (their spec differs)")
+    return added
+
+
 def report() -> None:
     tab = table()
-    n_runs = sum(cached(spec(*r)) is not None for r in plan())
-    saved = ROOT / "results" / "error_correction.json"
+    recs = records()
+    n_runs = len(recs)
+    saved = SAVED
     refuse_a_shrinking_report(saved, n_runs, read_json(saved)["runs_present"] if saved.exists() else 0)
     preset = choose_preset(tab)
     write_json(saved,
                {"protocol": PROTOCOL, "mix": MIX, "validation": VALIDATION, "reported": REPORTED,
                 "other_domain": OTHER_DOMAIN, "table": tab, "preset": preset, "runs_present": n_runs,
-                "runs_planned": len(plan()), "versions": versions()})
+                "runs_planned": len(plan()), "versions": versions(), "records": recs})
     write_text(ROOT / "results" / "error_correction.md", markdown(tab, preset, n_runs))
     print((ROOT / "results" / "error_correction.md").read_text())
 
@@ -187,6 +209,8 @@ if __name__ == "__main__":
     ap.add_argument("--report", action="store_true", help="only write the files from cached runs")
     ap.add_argument("--limit-minutes", type=float, default=None, help="stop starting new runs after this long")
     a = ap.parse_args()
+    if (n := import_records()):
+        print(f"[error-correction] {n} runs added to the cache from {SAVED.name}")
     if not a.report:
         run_plan(plan(), spec, a.limit_minutes, "error-correction")
     report()

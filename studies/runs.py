@@ -18,7 +18,8 @@ from pathlib import Path
 from d2p_helpers.record import read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
-# git-ignored; `python -m studies.bench --import-records results/bench.json` seeds it from a results file.
+# git-ignored, and lost with the machine: every study keeps its runs' records in its committed results file,
+# and its worker and `--report` seed the cache from that file first (seed_cache), so a fresh clone resumes.
 # D2P_RUN_CACHE moves it (the tests run whole plans in a temporary folder). Runs being measured keep their
 # claim and partial record in its `in_progress/` folder.
 CACHE = Path(os.environ.get("D2P_RUN_CACHE") or ROOT / "results" / "run_cache")
@@ -190,6 +191,22 @@ def same_run(values: dict, what: str, rel: float = 1e-4) -> float:
         raise ResultsDisagree(f"{what}: " + ", ".join(f"{k} says {v:.6g}" for k, v in values.items())
                               + " — the same run cannot have two values; rerun the older study")
     return vals[0]
+
+
+def seed_cache(pairs, cache_dir=None) -> tuple[int, int]:
+    """Put committed records back in the cache: `pairs` are (the plan's spec for a record, the record). A record
+    whose own spec is not the plan's (the engine's options changed since) is left out, so it gets rerun rather
+    than filed under another run. Returns (added, left out)."""
+    added = skipped = 0
+    for spec, rec in pairs:
+        if cached(spec, cache_dir) is not None:
+            continue
+        if rec.get("spec") != json.loads(json.dumps(dataclasses.asdict(spec))):
+            skipped += 1
+            continue
+        write_json(cache_path(spec, cache_dir), rec)
+        added += 1
+    return added, skipped
 
 
 def refuse_a_shrinking_report(path: Path, present: int, saved_present: int) -> None:

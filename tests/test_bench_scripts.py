@@ -200,3 +200,33 @@ def test_the_recipe_report_refuses_to_overwrite_measured_cells_from_an_emptier_c
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--from-saved" in res.stderr
     assert (root / "results" / "recipes.json").read_bytes() == before
+
+
+def test_a_fresh_cache_is_seeded_from_the_committed_records_and_refuses_a_changed_spec(tmp_path):
+    """The run cache dies with the machine: a study's committed records go back in (under the plan's key) so a
+    new worker resumes instead of rerunning; a record whose spec is not the plan's is left out, not misfiled."""
+    import dataclasses
+    from studies.runs import RunSpec, cached, seed_cache
+    a = RunSpec.make("wanda", "0.5", model="tiny-llama", nsamples=2, seqlen=32)
+    b = RunSpec.make("sparsegpt", "0.5", model="tiny-llama", nsamples=2, seqlen=32)
+    rec_a = {"ppl": {"wiki": 12.5}, "spec": json.loads(json.dumps(dataclasses.asdict(a)))}
+    rec_b = {"ppl": {"wiki": 9.0}, "spec": {**json.loads(json.dumps(dataclasses.asdict(b))), "nsamples": 4}}
+    assert seed_cache([(a, rec_a), (b, rec_b)], tmp_path) == (1, 1)
+    assert cached(a, tmp_path)["ppl"] == {"wiki": 12.5} and cached(b, tmp_path) is None
+    assert seed_cache([(a, rec_a)], tmp_path) == (0, 0)           # present already: untouched
+
+
+def test_the_paper_n_results_file_seeds_every_one_of_its_runs_into_an_empty_cache(tmp_path, monkeypatch):
+    """Every committed paper-N record maps back to its plan's spec: a fresh clone's worker reruns none of them."""
+    import studies.runs as runs
+    from studies import bench
+    monkeypatch.setattr(runs, "CACHE", tmp_path)
+    saved = dict(vars(bench))
+    try:
+        bench.use_protocol("paper-n")
+        path = Path(bench.ROOT) / "results" / "bench_paper_n.json"
+        n = len(json.loads(path.read_text())["records"])
+        assert bench.import_records(path) == n and len(bench.load_records()) == n
+    finally:
+        for k in ("PROTOCOL", "METHODS", "METHOD_SPECS", "SETTINGS", "RUN_ORDER", "SEEDED", "NAME", "TITLE"):
+            setattr(bench, k, saved[k])
