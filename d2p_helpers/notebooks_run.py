@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -127,6 +128,25 @@ def execute(name: str, out_dir: str | Path, parameters: dict | None = None, kern
     return record
 
 
+# What a reader must not meet in an executed notebook: a warning of any kind (Python's, tqdm's text fallback,
+# a library's logger) or a traceback printed by a cell that went on.
+WARNING_TEXT = re.compile(r"\b\w*Warning\b|\bwarning:|\bWARNING\b|Traceback \(most recent call last\)")
+
+
+def warning_lines(executed: str | Path) -> list[str]:
+    """The output lines of an executed notebook that carry warning text (see WARNING_TEXT), 'cell N: line'."""
+    import nbformat
+    nb = nbformat.read(str(executed), as_version=4)
+    out = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code):
+        for o in cell.get("outputs", []):
+            text = o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) if o.get("output_type") \
+                != "error" else "\n".join(o.get("traceback", []))
+            out += [f"cell {i}: {line.strip()[:200]}" for line in text.splitlines() if WARNING_TEXT.search(line)]
+    return out
+
+
 def runtimes(path: str | Path = RUNTIMES) -> dict:
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else {}
@@ -213,6 +233,8 @@ def main(argv=None) -> int:
             return 1
         if a.record_runtimes:
             record_runtime(name, rec["executed_seconds"])
+        for line in warning_lines(Path(a.out) / f"{name}.ipynb"):
+            print(f"[notebooks] {name}: warning text in the output, {line}", file=sys.stderr)
         scalars = {k: v for k, v in rec["metrics"].items() if isinstance(v, (int, float, str)) and len(str(v)) < 60}
         print(f"[notebooks] {name}: {rec['executed_seconds']:.1f}s -> {a.out}/{name}.json")
         if scalars:

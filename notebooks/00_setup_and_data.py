@@ -33,6 +33,7 @@ from IPython.display import Markdown, display
 
 from d2p_helpers import data, models, notebook, plots
 from d2p_helpers.evaluate import perplexity
+from d2p_helpers.record import read_json
 
 plots.style()
 torch.manual_seed(seed)
@@ -103,6 +104,34 @@ print(f"dense perplexity on {eval_data} test: {ppl:.3f} "
 assert ppl == ppl and ppl > 1
 
 # %% [markdown]
+# ## One dense number per protocol
+#
+# Each study and notebook cuts the test text its own way ($W$ windows of $L$ tokens), so each has its own dense
+# perplexity, and a ratio to dense is taken to its own protocol's row (`results/dense_baselines.md`, written by
+# `python -m studies.dense_baselines`). At the defaults this notebook's number must equal its row.
+
+# %%
+from studies.dense_baselines import SAVED, row_for_cut  # noqa: E402
+from studies.runs import same_run  # noqa: E402
+
+rows = read_json(SAVED)["rows"]
+display(Markdown(SAVED.with_suffix(".md").read_text().split("\n", 4)[4]))
+mine = (row_for_cut([eval_data], eval_windows, seqlen, rows)
+        if model == "smollm2-135m" else None)
+if mine is not None:
+    same_run({"this notebook": ppl, SAVED.name: mine["ppl"][eval_data]},
+             f"dense {eval_data} {eval_windows} x {seqlen}")
+fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
+for r in rows:
+    ax.scatter(r["seqlen"], r["ppl"]["wiki"], s=12 + r["eval_windows"], color="#1f77b4")
+    ax.annotate(r["name"], (r["seqlen"], r["ppl"]["wiki"]), fontsize=7, xytext=(4, 3),
+                textcoords="offset points")
+ax.set_xscale("log", base=2), ax.set_xlabel("tokens per window $L$")
+ax.set_ylabel("dense perplexity, wiki test")
+fig_dense = plots.save(fig, fig_dir / "00_dense_by_protocol.png",
+                       caption=notebook.caption(model="smollm2-135m", data="wiki test"))
+
+# %% [markdown]
 # ## What we learned
 
 # %%
@@ -120,7 +149,11 @@ display(Markdown(
     f"windows of {seqlen} tokens. Perplexity depends on the window length and "
     "count, so it is the dense baseline of *this* protocol only: each later notebook "
     "and result file evaluates the dense model under its own protocol and takes "
-    "every ratio against that one, naming it."))
+    "every ratio against that one, naming it"
+    + (f" (its row, `{mine['name']}`, holds the same number)" if mine else "") + ". "
+    f"The {len(rows)} protocols' dense `wiki` perplexities run from "
+    f"{min(r['ppl']['wiki'] for r in rows):.2f} to "
+    f"{max(r['ppl']['wiki'] for r in rows):.2f}."))
 
 # %% [markdown]
 # **Discussion.**
@@ -133,19 +166,29 @@ display(Markdown(
 
 
 # %%
+import statistics  # noqa: E402
+
+by_len = {}
+for r in rows:
+    by_len.setdefault(r["seqlen"], []).append(r["ppl"]["wiki"])
+means = [statistics.mean(v) for _, v in sorted(by_len.items())]
+falls = all(a > b for a, b in zip(means, means[1:]))
 notebook.answers([
     f"{1 - summary['prunable_parameters'] / summary['parameters']:.0%} of `{model}` "
     "stays dense: the embeddings (here tied to the LM head) and the norms. Every token's "
     "input and output passes through them, so an error there reaches every position, and "
     "they are a small share of a 7B model; the papers prune the block linears.",
-    "Down, usually: a longer window gives each prediction more context, so the mean "
-    "next-token loss falls. The same model has different dense perplexities at different "
-    "$L$ — compare this one with `seqlen=256`."])
+    ("Down" if falls else "Not always")
+    + ": a longer window gives each prediction more context, so the mean next-token loss "
+    "tends to fall (the windows also cover different stretches of text). The protocols "
+    "above: "
+    + ", ".join(f"L = {L}: {statistics.mean(v):.2f}" for L, v in sorted(by_len.items()))
+    + " (mean over the protocols at each L)."])
 
 # %%
 notebook.finish(out, "00_setup_and_data",
                 {"model": model, "eval_data": eval_data, "seqlen": seqlen,
                  "eval_windows": eval_windows, "seed": seed},
                 {"corpus": corpus, "model_summary": summary, "dense_ppl": ppl,
-                 "eval": win.describe()},
-                [fig_corpus])
+                 "eval": win.describe(), "dense_baselines": rows},
+                [fig_corpus, fig_dense])

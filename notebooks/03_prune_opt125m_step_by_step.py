@@ -378,6 +378,8 @@ report = prune(pruned, method, sparsity=None if pattern else sparsity,
                pattern=pattern or None, calib=calib, nsamples=nsamples, seqlen=seqlen,
                seed=seed, tokenizer=tok)
 pruned_ppl = perplexity(pruned, ev.ids)
+print(f"dense {dense_ppl:.2f} ({eval_data} test, {eval_windows} x {seqlen}: this "
+      "notebook's protocol; each protocol's dense: results/dense_baselines.md)")
 print(f"dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}; sparsity "
       f"{report.achieved_sparsity:.4f}; {report.prune_seconds:.1f}s "
       f"({report.floor_ratio:.2f}x two forward passes)")

@@ -84,6 +84,8 @@ dense_ppl = perplexity(lm, win.ids, device=device)
 report = prune(lm, method, sparsity=sparsity, calib=calib, nsamples=nsamples,
                seqlen=seqlen, seed=seed, tokenizer=tok, device=device)
 pruned_ppl = perplexity(lm, win.ids, device=device)
+print(f"{model}: dense {dense_ppl:.2f} ({eval_data} test, {eval_windows} x {seqlen}; "
+      "each protocol's dense: results/dense_baselines.md)")
 print(f"{model}: dense {dense_ppl:.2f} -> {method} {pruned_ppl:.2f}, frozen "
       f"{set(report.frozen_per_block)}, {report.prune_seconds:.1f}s")
 assert abs(report.achieved_sparsity - sparsity) < 0.01

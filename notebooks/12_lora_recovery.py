@@ -92,7 +92,10 @@ table = pd.DataFrame([{"setting": r["setting"], "method": r["method"],
                        "zero-shot + LoRA": r["after"]["zeroshot_mean"],
                        "train seconds": r.get("train_seconds")} for r in rows])
 floatfmt = ("", "", ".2f", ".2f", ".2f", ".3f", ".3f", ".0f")
-display(Markdown(f"Dense: ppl {dense_ppl:.2f}, zero-shot "
+display(Markdown(f"Dense (this study's protocol, `{protocol['eval_data']}` "
+                 f"{protocol['eval_windows']} × {protocol['seqlen']}; every "
+                 "protocol's: `results/dense_baselines.md`): "
+                 f"ppl {dense_ppl:.2f}, zero-shot "
                  f"{study['dense']['zeroshot_mean']:.3f}\n\n"
                  + table.to_markdown(index=False, floatfmt=floatfmt)))
 

@@ -16,7 +16,7 @@ BLOCKS = {"headline": "results/headline.md", "bench": "results/bench.md", "qkv":
           "timing": "results/timing.md", "lora": "results/lora.md", "bench_paper_n": "results/bench_paper_n.md",
           "recipes": "results/recipes.md", "reconstruct": "results/reconstruct.md",
           "error_correction": "results/error_correction.md", "gpu": "results/gpu.md",
-          "notebooks": "notebooks/PLAN.md"}
+          "notebooks": "notebooks/PLAN.md", "dense_baselines": "results/dense_baselines.md"}
 PAGES = {"README.md": ["headline", "notebooks"],
          "docs/RESULTS.md": [b for b in BLOCKS if b not in ("headline", "notebooks")]}
 

@@ -51,3 +51,25 @@ def test_the_committed_studies_agree_with_the_benchmark_on_the_runs_they_share()
                     same_run({"bench.json": d2[key][text], "hparams.json": value}, f"D²Prune {key} {text}")
                     checked += 1
     assert checked >= 6, f"only {checked} shared runs found: the studies' protocols drifted apart"
+
+
+def test_each_dense_baseline_is_the_dense_number_every_other_file_reports_for_its_cut():
+    """results/dense_baselines.json is the one dense value per protocol: the benchmarks' dense runs and the LoRA
+    study's dense perplexity are the same measurement, and every study's own protocol has a row."""
+    from studies import bench, error_correction, recipes
+    from studies.dense_baselines import row_for_cut
+    rows = json.loads((RESULTS / "dense_baselines.json").read_text())["rows"]
+    checked = 0
+    for name in ("bench.json", "bench_paper_n.json"):
+        saved = json.loads((RESULTS / name).read_text())
+        p, dense = saved["protocol"], saved["table"]["dense@0"]
+        row = row_for_cut(p["eval"], p["eval_windows"], p["seqlen"], rows)
+        for text in p["eval"]:
+            same_run({name: dense[text]["mean"], "dense_baselines.json": row["ppl"][text]}, f"dense {name} {text}")
+            checked += 1
+    lora = json.loads((RESULTS / "lora.json").read_text())
+    row = row_for_cut([lora["protocol"]["eval_data"]], lora["protocol"]["eval_windows"], lora["protocol"]["seqlen"], rows)
+    same_run({"lora.json": lora["dense"]["ppl"], "dense_baselines.json": row["ppl"]["wiki"]}, "dense lora wiki")
+    for p in (bench.PROTOCOL, bench.PAPER_N["PROTOCOL"], recipes.PROTOCOL, error_correction.PROTOCOL):
+        assert row_for_cut(p["eval"], p["eval_windows"], p["seqlen"], rows) is not None, p
+    assert checked + 1 == 5
