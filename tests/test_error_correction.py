@@ -205,3 +205,29 @@ def test_block_tune_default_lr_is_the_one_the_held_out_grid_chose():
     best = {s: min((r for r in rows if r["setting"] == s), key=lambda r: r["held_error_after"])["lr"]
             for s in {r["setting"] for r in rows}}
     assert PruneConfig.block_tune_lr == min(best.values())
+
+
+def test_a_later_sequential_group_stops_its_forward_after_its_last_linear_and_changes_nothing(tiny_llama,
+                                                                                            monkeypatch):
+    """--sequential's o / gate-up / down passes stop once the group's last linear has run (the o group's pass
+    never reaches the MLP): the pruned weights, dense stream included, are bit-identical to full passes."""
+    import d2p_helpers.prune.engine as engine
+    model, tok = tiny_llama
+    kw = dict(sparsity=0.5, nsamples=4, seqlen=32, sequential=True, reconstruct="exact", reconstruct_target="dense")
+    down_calls = []
+    early = copy.deepcopy(model)
+    hook = early.model.layers[0].mlp.down_proj.register_forward_hook(lambda *a: down_calls.append(1))
+    prune(early, "sparsegpt", tokenizer=tok, progress=False, **kw)
+    hook.remove()
+
+    class NoHandle:
+        def remove(self):
+            pass
+    monkeypatch.setattr(engine, "_stop_after", lambda linear: NoHandle())
+    full = copy.deepcopy(model)
+    hook = full.model.layers[0].mlp.down_proj.register_forward_hook(lambda *a: down_calls.append(2))
+    prune(full, "sparsegpt", tokenizer=tok, progress=False, **kw)
+    hook.remove()
+    assert down_calls.count(1) < down_calls.count(2), "the early passes ran the whole block"
+    for (name, a), b in zip(early.named_parameters(), full.parameters()):
+        assert torch.equal(a, b), name

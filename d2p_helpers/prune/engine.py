@@ -244,7 +244,7 @@ def _prune_block(block, index, adapter, inputs, cfg, report, fixed, choose_froze
     for g, group in enumerate(groups):
         ts = time.perf_counter()
         stats = _block_stats(block, {n: linears[n] for n in group}, inputs, outputs, cfg, device, dense,
-                             dense_block, dense_out if g == 0 else None)
+                             dense_block, dense_out if g == 0 else None, stop_after_group=g > 0)
         if g > 0:
             report.stage_seconds["sequential"] = report.stage_seconds.get("sequential", 0.0) + \
                 time.perf_counter() - ts
@@ -309,9 +309,30 @@ def input_groups(block, linears: dict, inputs, device) -> list[list[str]]:
     return groups + ([missing] if missing else [])
 
 
-def _block_stats(block, linears, inputs, outputs, cfg, device, dense, dense_block, dense_out) -> dict:
+class _StopForward(Exception):
+    """Raised by a hook once the last linear a pass needs has seen its input: the rest of the block is skipped."""
+
+
+def _stop_after(linear) -> "torch.utils.hooks.RemovableHandle":
+    def hook(_m, _inp, _out):
+        raise _StopForward
+    return linear.register_forward_hook(hook)
+
+
+def _forward_or_stop(block, x, kw, device):
+    try:
+        return block_forward(block, x, kw, device)
+    except _StopForward:
+        return None
+
+
+def _block_stats(block, linears, inputs, outputs, cfg, device, dense, dense_block, dense_out,
+                 stop_after_group: bool = False) -> dict:
     """One pass over the calibration batches: the statistics of `linears`, the block's outputs into `outputs`,
-    and (dense stream) the dense copy's inputs at each linear beside them and its outputs into `dense_out`."""
+    and (dense stream) the dense copy's inputs at each linear beside them and its outputs into `dense_out`.
+
+    `stop_after_group` (a later group of --sequential: `linears` in the order they run, no outputs wanted):
+    each forward stops once the group's last linear has run, so the o group's pass skips the MLP."""
     method = METHODS_BY_NAME[cfg.method]
     gram = set(linears) if method.needs_gram or cfg.stages or cfg.track_error == "yes" else set()
     store = {} if dense is not None else None
@@ -320,14 +341,22 @@ def _block_stats(block, linears, inputs, outputs, cfg, device, dense, dense_bloc
     if dense_block is not None:
         dense_linears = dict(dense_block.named_modules())
         handles += capture_linear_inputs({n: dense_linears[n] for n in linears}, store)
+    if stop_after_group:                         # registered last: runs after the statistics hooks
+        assert dense_out is None, "a pass that stops early cannot give the dense block's outputs"
+        last = list(linears)[-1]
+        handles.append(_stop_after(linears[last]))
+        if dense_block is not None:
+            handles.append(_stop_after(dense_linears[last]))
     try:
         for start, x, kw in inputs.batches():    # run_block's loop, with the dense copy interleaved per batch
             rows = slice(start, start + x.shape[0])
             if dense_block is not None:          # its hooks fill `store` for the pruned pass of this batch
-                yd = block_forward(dense_block, dense.hidden[rows], kw, device)
+                yd = _forward_or_stop(dense_block, dense.hidden[rows], kw, device)
                 if dense_out is not None:
                     dense_out[rows] = yd.to(dense_out.device)
-            outputs[rows] = block_forward(block, x, kw, device).to(outputs.device)
+            y = _forward_or_stop(block, x, kw, device)
+            if y is not None:
+                outputs[rows] = y.to(outputs.device)
     finally:
         for h in handles:
             h.remove()
