@@ -82,12 +82,12 @@ def save(fig, path: str | Path, caption: str | None = None) -> Path:
 
 def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of visible, non-empty text boxes of a drawn figure that overlap (titles, labels, tick labels,
-    legends, captions): a figure that reads has none."""
+    annotations, legends, captions): a figure that reads has none."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     texts = list(fig.texts) + [t for lg in fig.legends for t in lg.get_texts()]
     for ax in fig.axes:
-        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
         texts += [t.label1 for axis in (ax.xaxis, ax.yaxis) for t in axis._update_ticks()]   # ticks in view only
         if ax.get_legend() is not None:
             texts += ax.get_legend().get_texts()
