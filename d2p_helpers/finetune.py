@@ -5,6 +5,7 @@ the base weight is non-zero, so the saved model keeps its exact sparsity and N:M
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,8 +36,12 @@ def finetune(model, tokenizer, out_dir: str | Path, data: str = "news", steps: i
     if not masks:
         raise ValueError(f"no linear named {', '.join(targets)} in the model")
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                  target_modules=list(targets), bias="none"))
+    with warnings.catch_warnings():
+        # peft 0.21.2 (the newest release) still reads transformers 5's deprecated `is_gradient_checkpointing`;
+        # the FutureWarning is about peft's code, not ours, and only this one message is silenced
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                      target_modules=list(targets), bias="none"))
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     windows = training_windows(tokenizer, data, seqlen, steps * batch_size, seed)

@@ -126,12 +126,14 @@ if mine is not None:
 fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
 for i, r in enumerate(sorted(rows, key=lambda r: (r["seqlen"], r["ppl"]["wiki"]))):
     side = -1 if i % 2 else 1          # alternate sides: labels at one L never collide
-    ax.scatter(r["seqlen"], r["ppl"]["wiki"], s=12 + r["eval_windows"], color="#1f77b4")
-    ax.annotate(r["name"], (r["seqlen"], r["ppl"]["wiki"]), fontsize=7, xytext=(6 * side, 2),
+    xy = (r["seqlen"], r["ppl"]["wiki"])
+    ax.scatter(*xy, s=12 + r["eval_windows"], color="#1f77b4")
+    ax.annotate(r["name"], xy, fontsize=7, xytext=(6 * side, 2),
                 textcoords="offset points", ha="left" if side > 0 else "right")
 ax.set_xscale("log", base=2), ax.set_xlabel("tokens per window $L$")
 lengths = sorted({r["seqlen"] for r in rows})
-ax.set_xticks(lengths, [str(L) for L in lengths]), ax.set_xlim(lengths[0] / 1.6, lengths[-1] * 1.6)
+ax.set_xticks(lengths, [str(L) for L in lengths])
+ax.set_xlim(lengths[0] / 1.6, lengths[-1] * 1.6)
 ax.set_ylabel("dense perplexity, wiki test")
 assert not plots.overlapping_texts(fig), plots.overlapping_texts(fig)
 fig_dense = plots.save(fig, fig_dir / "00_dense_by_protocol.png",
