@@ -138,11 +138,12 @@ def warning_lines(executed: str | Path) -> list[str]:
     import nbformat
     nb = nbformat.read(str(executed), as_version=4)
     out = []
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for i, cell in enumerate(code):
+    for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
         for o in cell.get("outputs", []):
-            text = o.get("text", "") + "".join(o.get("data", {}).get("text/plain", "")) if o.get("output_type") \
-                != "error" else "\n".join(o.get("traceback", []))
+            if o.get("output_type") == "error":
+                text = "\n".join(o.get("traceback", []))
+            else:
+                text = o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
             out += [f"cell {i}: {line.strip()[:200]}" for line in text.splitlines() if WARNING_TEXT.search(line)]
     return out
 

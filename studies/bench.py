@@ -83,17 +83,9 @@ def run_all(limit_minutes: float | None, ray_address: str | None = None, device:
 def import_records(path) -> int:
     """Seed the run cache from a results file's records (each results file keeps every run it reports, with
     its plan coordinates under "bench"), so a fresh clone resumes and reports without rerunning."""
-    from studies.runs import seed_cache
-    path = Path(path)
-    if not path.exists():
-        return 0
-    recs = [r for r in read_json(path)["records"] if r.get("bench", {}).get("model") == PROTOCOL["model"]]
-    pairs = [(spec(r["bench"]["method"], r["bench"]["setting"], r["bench"]["seed"]),
-              {k: v for k, v in r.items() if k != "bench"}) for r in recs]
-    added, skipped = seed_cache(pairs)
-    if skipped:
-        print(f"[bench] {skipped} records in {path.name} are not this plan's runs (their spec differs); rerun")
-    return added
+    from studies.runs import seed_cache_from
+    return seed_cache_from(path, "bench", lambda method, setting, seed, **_protocol: spec(method, setting, seed),
+                           "bench")
 
 
 def load_records() -> list[dict]:

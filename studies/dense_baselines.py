@@ -16,7 +16,7 @@ import sys
 from d2p_helpers.record import read_json, versions, write_json, write_text
 from studies import bench, error_correction, recipes
 from studies.lora import PROTOCOL as LORA
-from studies.runs import ROOT, RunSpec, run, seed_cache
+from studies.runs import ROOT, RunSpec, refuse_a_shrinking_report, run, seed_cache
 
 SAVED = ROOT / "results" / "dense_baselines.json"
 
@@ -99,23 +99,12 @@ def row_for_cut(texts, windows: int, seqlen: int, rows: list[dict] | None = None
                  and set(texts) <= set(r["eval"])), None)
 
 
-def baseline(name: str, text: str = "wiki") -> float:
-    """The committed dense perplexity of one protocol on one text (what a notebook names beside a ratio)."""
-    for r in read_json(SAVED)["rows"]:
-        if name in r["name"].split(" = "):
-            return r["ppl"][text]
-    raise KeyError(f"no dense baseline for protocol '{name}' in {SAVED.name}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--report", action="store_true", help="only write the files from cached runs")
     a = ap.parse_args()
     rows = measure(cached_only=a.report)
-    if a.report and len(rows) < len(protocols()):
-        print(f"error: the run cache holds {len(rows)} of the {len(protocols())} dense runs; run without --report",
-              file=sys.stderr)
-        return 2
+    refuse_a_shrinking_report(SAVED, len(rows), len(read_json(SAVED)["rows"]) if SAVED.exists() else 0)
     write_json(SAVED, {"rows": rows, "versions": versions()})
     write_text(SAVED.with_suffix(".md"), markdown(rows))
     print(SAVED.with_suffix(".md").read_text())

@@ -25,7 +25,7 @@ from d2p_helpers.noise import VERDICT_WORD, paired_ratio
 from d2p_helpers.prune.cli_args import option_flags
 from d2p_helpers.record import read_json, versions, write_json, write_text
 from studies.recipes import cell_table, val_score
-from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan, seed_cache
+from studies.runs import ROOT, RunSpec, cached, refuse_a_shrinking_report, run_plan, seed_cache_from
 
 PROTOCOL = {"model": "smollm2-135m", "calib": "news", "nsamples": 256, "seqlen": 128,
             "eval": ["wiki", "news:test", "wiki:val", "news:val"], "eval_windows": 128}
@@ -193,14 +193,7 @@ def records() -> list[dict]:
 
 def import_records() -> int:
     """Seed the run cache from the committed results file, so a fresh clone resumes the plan."""
-    if not SAVED.exists():
-        return 0
-    recs = read_json(SAVED).get("records", [])
-    added, skipped = seed_cache([(spec(**r["error_correction"]), {k: v for k, v in r.items() if k != "error_correction"})
-                                 for r in recs if r["error_correction"]["label"] in configs(r["error_correction"]["setting"])])
-    if skipped:
-        print(f"[error-correction] {skipped} committed records are not this plan's runs (their spec differs)")
-    return added
+    return seed_cache_from(SAVED, "error_correction", spec, "error-correction")   # a dropped label: KeyError
 
 
 def report() -> None:

@@ -209,6 +209,26 @@ def seed_cache(pairs, cache_dir=None) -> tuple[int, int]:
     return added, skipped
 
 
+def seed_cache_from(path, coords_key: str, spec_of, tag: str) -> int:
+    """seed_cache from a committed results file whose records carry their plan coordinates under `coords_key`
+    (a dict `spec_of` takes as keywords; a record `spec_of` refuses with KeyError is not this plan's). Says how
+    many records were left out; returns how many were added."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    pairs = []
+    for rec in read_json(path).get("records", []):
+        try:
+            spec = spec_of(**rec[coords_key])
+        except KeyError:
+            continue
+        pairs.append((spec, {k: v for k, v in rec.items() if k != coords_key}))
+    added, skipped = seed_cache(pairs)
+    if skipped:
+        print(f"[{tag}] {skipped} records in {path.name} are not this plan's runs (their spec differs): rerun")
+    return added
+
+
 def refuse_a_shrinking_report(path: Path, present: int, saved_present: int) -> None:
     """A study's `--report` from a cache that holds fewer runs than its committed result file (a fresh clone's
     cache is empty) would overwrite measured cells with nothing: one line, exit 2."""
