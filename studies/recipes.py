@@ -217,15 +217,11 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
     lines += ["", "Each run is a separate one-thread process on a shared 2-core machine: ratios across runs are noisy."]
     cost = saved_results(ROOT / "results" / "recipes_cost.json", PROTOCOL)
     if cost:
-        per = cost["seconds"]
+        from studies.timing import cost_text
         lines += ["", f"**Measured in one process** (`python -m studies.recipes --cost`: SparseGPT and the preset "
                   f"interleaved, one thread, seed 0, {cost['protocol']['repeats']} repeat(s)): the preset's prune time "
-                  "÷ SparseGPT's = " + ", ".join(
-                      f"{s}: **{r:.2f}×** ({statistics.mean(x['prune'] for x in per[s][PRESET]):.0f} s vs "
-                      f"{statistics.mean(x['prune'] for x in per[s]['sparsegpt']):.0f} s; stages " + ", ".join(
-                          f"{k} {statistics.mean(x['stages'].get(k, 0) for x in per[s][PRESET]):.0f} s"
-                          for k in per[s][PRESET][0]["stages"]) + ")"
-                      for s, r in cost["preset_over_sparsegpt"].items()) + ". Target: within 2×."]
+                  "÷ SparseGPT's = " + cost_text(cost["seconds"], cost["preset_over_sparsegpt"], "sparsegpt", PRESET)
+                  + ". Target: within 2×."]
     return "\n".join(lines) + "\n"
 
 
@@ -246,20 +242,11 @@ COST_SETTINGS, COST_REPEATS = ("0.5", "0.7", "2:4"), 1
 
 
 def cost_study() -> dict:
-    """The preset's prune time ÷ SparseGPT's, measured in one process, interleaved, one thread, seed 0:
-    the ratio across separate runs on a shared machine is too noisy to hold a 2x target against."""
-    from d2p_helpers.models import load_model
-    from studies.timing import interleaved
-    dense, tok = load_model(PROTOCOL["model"])
-    jobs = {(s, label): {"method": configs(s)[label][0], **spec(label, s, 0).prune_kwargs()}
-            for s in COST_SETTINGS for label in ("sparsegpt", PRESET)}
-    timed = interleaved(dense, tok, jobs, COST_REPEATS)
-    seconds = {s: {label: [{"wall": r["wall"], "prune": r["prune_seconds"], "stages": r["stages"]}
-                           for r in timed[(s, label)]] for label in ("sparsegpt", PRESET)} for s in COST_SETTINGS}
-    ratio = {s: statistics.mean(r["prune"] for r in v[PRESET]) / statistics.mean(r["prune"] for r in v["sparsegpt"])
-             for s, v in seconds.items()}
-    out = {"protocol": {**PROTOCOL, "seed": 0, "repeats": COST_REPEATS, "threads": 1}, "seconds": seconds,
-           "preset_over_sparsegpt": ratio, "versions": versions()}
+    """The preset's prune time ÷ SparseGPT's in one process, one thread, seed 0 (studies.timing.cost_against)."""
+    from studies.timing import cost_against
+    cost = cost_against(spec, COST_SETTINGS, "sparsegpt", PRESET, COST_REPEATS)
+    out = {"protocol": {**PROTOCOL, "seed": 0, "repeats": COST_REPEATS, "threads": 1}, "seconds": cost["seconds"],
+           "preset_over_sparsegpt": cost["ratio"], "versions": versions()}
     write_json(ROOT / "results" / "recipes_cost.json", out)
     return out
 

@@ -37,6 +37,33 @@ def interleaved(dense, tok, jobs: dict, repeats: int) -> dict:
     return out
 
 
+
+def cost_against(spec, settings, baseline: str, candidate: str, repeats: int = 1) -> dict:
+    """`candidate`'s prune time ÷ `baseline`'s, both built by a study's `spec(label, setting, seed)` at seed 0
+    and timed interleaved in this process: the ratio across separate runs on a shared machine is too noisy to
+    hold a 2x target against. Returns per-setting seconds (wall, prune, stages) and the ratio of prune times."""
+    first = spec(baseline, settings[0], 0)
+    dense, tok = load_model(first.model)
+    jobs = {(s, label): {"method": (r := spec(label, s, 0)).method, **r.prune_kwargs()}
+            for s in settings for label in (baseline, candidate)}
+    timed = interleaved(dense, tok, jobs, repeats)
+    seconds = {s: {label: [{"wall": r["wall"], "prune": r["prune_seconds"], "stages": r["stages"]}
+                           for r in timed[(s, label)]] for label in (baseline, candidate)} for s in settings}
+    ratio = {s: statistics.mean(r["prune"] for r in v[candidate]) / statistics.mean(r["prune"] for r in v[baseline])
+             for s, v in seconds.items()}
+    return {"seconds": seconds, "ratio": ratio}
+
+
+def cost_text(seconds: dict, ratio: dict, baseline: str, candidate: str) -> str:
+    """One sentence's worth: per setting, the ratio, both prune times and the candidate's stage seconds."""
+    def mean(runs, key):
+        return statistics.mean(x[key] for x in runs)
+    return ", ".join(
+        f"{s}: **{r:.2f}×** ({mean(seconds[s][candidate], 'prune'):.0f} s vs {mean(seconds[s][baseline], 'prune'):.0f} s"
+        "; stages " + (", ".join(f"{k} {statistics.mean(x['stages'].get(k, 0) for x in seconds[s][candidate]):.0f} s"
+                                 for k in seconds[s][candidate][0]["stages"]) or "none") + ")"
+        for s, r in ratio.items())
+
 if __name__ == "__main__":
     p = PROTOCOL
     dense, tok = load_model(p["model"])

@@ -230,3 +230,41 @@ def test_the_paper_n_results_file_seeds_every_one_of_its_runs_into_an_empty_cach
     finally:
         for k in ("PROTOCOL", "METHODS", "METHOD_SPECS", "SETTINGS", "RUN_ORDER", "SEEDED", "NAME", "TITLE"):
             setattr(bench, k, saved[k])
+
+
+def test_error_correction_compares_its_choice_with_the_best_peer_on_each_calibration_text():
+    from studies import error_correction as ec
+    # --sequential is out of the preset pool by its cost; every pool member is a candidate
+    assert ec.PRESET_POOL and all(not ec.CANDIDATES[c][1].get("sequential") for c in ec.PRESET_POOL)
+    assert set(ec.PRESET_POOL) < set(ec.CANDIDATES)
+    cell = lambda wiki, news, seeds: {"wiki": wiki, "news:test": news, "seeds": seeds}   # noqa: E731
+    tab = {"2:4": {"sparsegpt": cell([10.0, 11.0, 12.0], [5.0, 5.0, 5.0], [0, 1, 2]),
+                   "wanda": cell([20.0, 21.0], [4.0, 4.1], [0, 1]),
+                   "sparsegpt@mix": cell([9.0, 9.5, 9.9], [6.0, 6.0, 6.0], [0, 1, 2]),
+                   "noqkv+dense+tune@mix": cell([8.0, 8.8, 9.6], [5.0, 5.1, 4.9], [0, 1, 2])}}
+    rows = {(r["text"], r["peer_calib"]): r for r in ec.verdicts(tab, "noqkv+dense+tune@mix")}
+    assert set(rows) == {(t, c) for t in ec.REPORTED for c in ("news", ec.MIX)}
+    assert rows[("wiki", "news")]["peer"] == "sparsegpt" and rows[("news:test", "news")]["peer"] == "wanda"
+    assert rows[("wiki", ec.MIX)]["peer"] == "sparsegpt@mix"
+    assert rows[("wiki", "news")]["paired"]["mean"] == pytest.approx((0.8 + 0.8 + 0.8) / 3)
+    assert rows[("wiki", "news")]["verdict"] == "**ahead**"                   # 0.8 on every seed
+    assert rows[("news:test", "news")]["paired"]["n"] == 2                   # wanda has two seeds
+    # the one-process cost is shown only for the label and protocol it was measured for
+    assert ec.saved_cost("no-such-label") is None
+
+
+def test_cost_against_times_a_candidate_and_its_baseline_in_one_process_and_says_so():
+    from studies.runs import RunSpec
+    from studies.timing import cost_against, cost_text
+
+    def spec(label, setting, seed):
+        method, options = {"base": ("wanda", {}), "cand": ("sparsegpt", {"reconstruct": "cg"})}[label]
+        return RunSpec.make(method, setting, options, seed=seed, model="tiny-llama", nsamples=2, seqlen=32)
+    cost = cost_against(spec, ("2:4", "0.5"), "base", "cand")
+    assert set(cost["ratio"]) == {"2:4", "0.5"}
+    for s, r in cost["ratio"].items():
+        runs = cost["seconds"][s]
+        assert r == pytest.approx(runs["cand"][0]["prune"] / runs["base"][0]["prune"])
+        assert "reconstruct" in runs["cand"][0]["stages"] and runs["base"][0]["stages"] == {}
+    text = cost_text(cost["seconds"], cost["ratio"], "base", "cand")
+    assert text.startswith("2:4: **") and "reconstruct" in text and "0.5: **" in text
