@@ -452,10 +452,10 @@ def findings() -> list[str]:
     out = []
     rec = load("recipes.json")
     if rec and rec.get("preset"):
-        from studies.readme import headline
+        from studies.readme import recipe_headline
         out.append("The recipe preset (`d2p prune " + " ".join(rec["preset"]["flags"])
                    + "`) against the best peer, quick protocol, paired per "
-                   "seed:\n\n" + "\n".join(headline().splitlines()[4:]))
+                   "seed:\n\n" + "\n".join(recipe_headline().splitlines()[4:]))
     if pn:
         nq = {s: noise.paired_ratio(pn_runs.get("d2prune-noqkv", {}).get(s, {}),
                                     pn_runs.get("d2prune", {}).get(s, {}))
@@ -465,9 +465,15 @@ def findings() -> list[str]:
                    f"`{eval_data}`: " + "; ".join(f"{s} {plots.ratio_text(r)}"
                                                   for s, r in nq.items() if r) + ".")
     ec = load("error_correction.json")
-    out.append("Error correction toward the dense model (results/error_correction.md): "
-               + (f"{ec['runs_present']} of {ec['runs_planned']} planned runs so far."
-                  if ec else "not run yet."))
+    vs = [f"{r['setting']} `{r['text']}` vs {r['peer']} {plots.ratio_text(r['paired'])}"
+          for r in (ec or {}).get("verdicts", []) if r["paired"]]
+    done = (f"{ec['runs_present']} of {ec['runs_planned']} planned runs so far"
+            if ec else "not run yet")
+    if vs:
+        choice = ec["preset"]["label"]
+        done += f"; validation's choice `{choice}` ÷ the best peer: " + "; ".join(vs)
+    out.append("Error correction toward the dense model "
+               f"(results/error_correction.md): {done}.")
     return out
 
 
@@ -481,7 +487,7 @@ cols = ("claim", "paper's table", "paper", "ours (± seed noise)", "verdict")
 sheet += ["| " + " | ".join(str(c[k]).replace("\n", " ") for k in cols) + " |"
           for c in claims]
 sheet += (["", "## What the collection found that the paper does not say", ""]
-          + [f"- {f}" for f in findings()])
+          + [f"- {f}\n" for f in findings()])   # a blank line ends a table inside an item
 Path(verdicts_path).write_text("\n".join(sheet) + "\n")
 print(f"wrote {verdicts_path}: {len(claims)} claims")
 
