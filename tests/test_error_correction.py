@@ -133,10 +133,16 @@ def test_block_tuning_keeps_every_mask_bit_exact_and_lowers_the_block_error(tiny
     model, tok = tiny_llama
     seen, real = [], bt.tune_block
 
-    def spy(block, linears, *args):
-        before = {n: lin.weight.detach().clone() for n, lin in linears.items()}
-        log = real(block, linears, *args)
+    def spy(block, linears, inputs, targets, cfg, device):
+        train = list(inputs.batches())[:-1]                     # 8 windows, one held out
+
+        def every_train_window():
+            with torch.no_grad():
+                return float(bt._loss(block, train, inputs, targets, device))
+        before, err_before = {n: lin.weight.detach().clone() for n, lin in linears.items()}, every_train_window()
+        log = real(block, linears, inputs, targets, cfg, device)
         seen.append((before, {n: lin.weight.detach().clone() for n, lin in linears.items()}, log))
+        log["every_train_window"] = (err_before, every_train_window())
         return log
     monkeypatch.setattr(bt, "tune_block", spy)
     rep = prune(copy.deepcopy(model), "wanda", nsamples=8, seqlen=32, progress=False, tokenizer=tok,
@@ -152,6 +158,8 @@ def test_block_tuning_keeps_every_mask_bit_exact_and_lowers_the_block_error(tiny
         assert moved
         assert log["train_error_after"] < log["train_error_before"]
         assert log["held_error_after"] <= log["held_error_before"]
+        assert log["train_error_windows"] == log["held_windows"] == 1     # the diagnostic's sample
+        assert log["every_train_window"][1] < log["every_train_window"][0]
 
 
 def test_self_generated_calibration_is_deterministic_for_a_seed(tiny_llama):
