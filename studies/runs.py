@@ -68,9 +68,13 @@ class RunSpec:
         return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def prune_kwargs(self) -> dict:
+        """prune()'s keywords; counts come back as ints (canonical_options spells every number as a float)."""
         from d2p_helpers.prune import setting_kwargs
+        from d2p_helpers.prune.config import PruneConfig
+        counts = {f.name for f in dataclasses.fields(PruneConfig) if f.type == "int"}
+        options = {k: int(v) if k in counts and float(v).is_integer() else v for k, v in self.options}
         return {**setting_kwargs(self.setting), "calib": self.calib, "nsamples": self.nsamples,
-                "seqlen": self.seqlen, "seed": self.seed, **dict(self.options)}
+                "seqlen": self.seqlen, "seed": self.seed, **options}
 
     def command(self, out: Path) -> list[str]:
         """The same run as one `d2p` process (its peak memory is then this run's own)."""

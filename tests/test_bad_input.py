@@ -155,6 +155,8 @@ def test_python_api_refuses_before_any_work(bad, monkeypatch):
         (dict(method="wanda", sparsity=0.5, device="tpu"), "unknown device"),
         (dict(method="wanda", sparsity=0.5, bogus=1), "unknown option(s) bogus"),
         (dict(method="wanda", pattern="2:4", layer_sparsity="owl"), "owl is for unstructured"),
+        (dict(method="wanda", sparsity=0.5, block_tune=50.0), "block_tune must be a whole number, got 50.0"),
+        (dict(method="wanda", sparsity=0.5, refine="dsnot", refine_iters=True), "refine_iters must be a whole"),
     ]
     for kwargs, words in cases:
         t0 = time.perf_counter()

@@ -268,3 +268,13 @@ def test_cost_against_times_a_candidate_and_its_baseline_in_one_process_and_says
         assert "reconstruct" in runs["cand"][0]["stages"] and runs["base"][0]["stages"] == {}
     text = cost_text(cost["seconds"], cost["ratio"], "base", "cand")
     assert text.startswith("2:4: **") and "reconstruct" in text and "0.5: **" in text
+
+
+def test_a_specs_prune_keywords_give_counts_back_as_ints_and_keep_fractions():
+    """The cache key spells every number as a float (1 and 1.0 are one run); prune() gets its counts as ints."""
+    from studies.runs import RunSpec
+    spec = RunSpec.make("d2prune", "2:4", {"block_tune": 50, "block_tune_lr": 3e-3, "reconstruct_iters": 7})
+    assert dict(spec.options)["block_tune"] == 50.0 and isinstance(dict(spec.options)["block_tune"], float)
+    kw = spec.prune_kwargs()
+    assert kw["block_tune"] == 50 and type(kw["block_tune"]) is int and type(kw["reconstruct_iters"]) is int
+    assert kw["block_tune_lr"] == 3e-3 and kw["pattern"] == "2:4"

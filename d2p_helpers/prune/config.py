@@ -5,7 +5,7 @@ selectors and the CLI all read their choices from here, and `PruneConfig.validat
 that says what a valid request is."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .. import checks
 from ..checks import InputError
@@ -129,6 +129,10 @@ class PruneConfig:
                 raise PruneError(f"{name} must be one of {', '.join(options)}, got '{value}'")
 
         from .methods import METHODS, METHODS_BY_NAME    # the registry (it imports the solvers)
+        for f in fields(self):                               # a count given as 50.0 would fail deep in a stage
+            value = getattr(self, f.name)
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise PruneError(f"{f.name} must be a whole number, got {value!r}")
         if self.method not in METHODS:
             raise PruneError(f"unknown method '{self.method}': expected one of {', '.join(METHODS)}")
         if (self.sparsity is None) == (self.pattern is None):
