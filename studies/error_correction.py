@@ -72,7 +72,7 @@ def spec(label: str, setting: str, seed: int) -> RunSpec:
 
 
 # The seeded comparison: the best peer at 2:4 seed 0 on either calibration text (SparseGPT on both), and the
-# candidate within reach of the cost target (--sequential costs 3x on its own and gained 3%: it stays an option).
+# candidate of PRESET_POOL (below) nearest the cost target.
 CORE = ("sparsegpt", "sparsegpt@mix", "noqkv+dense+tune@mix")
 SEEDED_PEERS = (*CORE, "d2prune", "d2prune@mix")
 FIRST = ("sparsegpt", "sparsegpt@mix", "d2prune", "d2prune@mix", "noqkv+dense+tune", "noqkv+dense+tune@mix",
@@ -121,6 +121,13 @@ def choose_preset(tab: dict) -> dict | None:
     method, options = configs("0.5")[best]
     return {"label": best, "validation_log_ratio_to_best_peer": {k: v[0] for k, v in scores.items()},
             "settings_compared": most, "flags": ["--method", method, *option_flags(options)]}
+
+
+def ratio_cell(pr: dict | None) -> str:
+    """A paired ratio as 'mean ± std (n=k)', '(n=1)' for one seed, '–' when no seed is shared."""
+    if pr is None:
+        return "–"
+    return f"{pr['mean']:.3f}" + (f" ± {pr['std']:.3f}" if pr["std"] is not None else "") + f" (n={pr['n']})"
 
 
 def _ms(values):
@@ -175,11 +182,9 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
                   "| setting | text | peers' calibration | best peer | peer ppl | choice ppl | choice ÷ peer | verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in verdicts(tab, preset["label"]):
-            pr = row["paired"]
-            ratio = f"{pr['mean']:.3f} ± {pr['std']:.3f} (n={pr['n']})" if pr and pr["std"] is not None else \
-                f"{pr['mean']:.3f} (n=1)" if pr else "–"
             lines.append(f"| {row['setting']} | `{row['text']}` | {row['peer_calib']} | {row['peer']} | "
-                         f"{_ms(row['peer_ppl'])} | {_ms(row['ppl'])} | {ratio} | {row['verdict']} |")
+                         f"{_ms(row['peer_ppl'])} | {_ms(row['ppl'])} | {ratio_cell(row['paired'])} | "
+                         f"{row['verdict']} |")
         lines.append("")
         cost = saved_cost(preset["label"])
         if cost:
@@ -202,7 +207,7 @@ def markdown(tab: dict, preset: dict | None, n_runs: int) -> str:
 
 SAVED = ROOT / "results" / "error_correction.json"
 COST = ROOT / "results" / "error_correction_cost.json"
-COST_SETTINGS = ("2:4",)
+COST_SETTINGS, COST_REPEATS = ("2:4",), 1
 
 
 def verdicts(tab: dict, label: str) -> list[dict]:
@@ -238,9 +243,9 @@ def saved_cost(label: str) -> dict | None:
 
 def cost_study(label: str) -> None:
     from studies.timing import cost_against
-    cost = cost_against(spec, COST_SETTINGS, "sparsegpt", label)
+    cost = cost_against(spec, COST_SETTINGS, "sparsegpt", label, COST_REPEATS)
     method, options = configs(COST_SETTINGS[0])[label]
-    write_json(COST, {"protocol": {**PROTOCOL, "seed": 0, "repeats": 1, "threads": 1}, "candidate": label,
+    write_json(COST, {"protocol": {**PROTOCOL, "seed": 0, "repeats": COST_REPEATS, "threads": 1}, "candidate": label,
                       "flags": ["--method", method, *option_flags(options)], **cost, "versions": versions()})
 
 

@@ -176,10 +176,8 @@ def error_correction_headline() -> str:
              "", "| setting | text | peers' calibration | best peer | choice | choice ÷ peer (paired) | verdict |",
              "|---|---|---|---|---|---|---|"]
     for r in rec["verdicts"]:
-        pr, ms = r["paired"], ec._ms
-        ratio = f"{pr['mean']:.3f}" + (f" ± {pr['std']:.3f}" if pr["std"] is not None else "") + f" (n={pr['n']})"
         lines.append(f"| {r['setting']} | `{r['text']}` ({DOMAIN[r['text']]}) | `{r['peer_calib']}` | {r['peer']} "
-                     f"{ms(r['peer_ppl'])} | {ms(r['ppl'])} | {ratio} | {r['verdict']} |")
+                     f"{ec._ms(r['peer_ppl'])} | {ec._ms(r['ppl'])} | {ec.ratio_cell(r['paired'])} | {r['verdict']} |")
     cost = ec.saved_cost(preset["label"])
     if cost:
         from studies.timing import cost_text

@@ -37,7 +37,6 @@ def interleaved(dense, tok, jobs: dict, repeats: int) -> dict:
     return out
 
 
-
 def cost_against(spec, settings, baseline: str, candidate: str, repeats: int = 1) -> dict:
     """`candidate`'s prune time ÷ `baseline`'s, both built by a study's `spec(label, setting, seed)` at seed 0
     and timed interleaved in this process: the ratio across separate runs on a shared machine is too noisy to
@@ -56,13 +55,15 @@ def cost_against(spec, settings, baseline: str, candidate: str, repeats: int = 1
 
 def cost_text(seconds: dict, ratio: dict, baseline: str, candidate: str) -> str:
     """One sentence's worth: per setting, the ratio, both prune times and the candidate's stage seconds."""
-    def mean(runs, key):
-        return statistics.mean(x[key] for x in runs)
-    return ", ".join(
-        f"{s}: **{r:.2f}×** ({mean(seconds[s][candidate], 'prune'):.0f} s vs {mean(seconds[s][baseline], 'prune'):.0f} s"
-        "; stages " + (", ".join(f"{k} {statistics.mean(x['stages'].get(k, 0) for x in seconds[s][candidate]):.0f} s"
-                                 for k in seconds[s][candidate][0]["stages"]) or "none") + ")"
-        for s, r in ratio.items())
+    mean = statistics.mean
+
+    def per_setting(s, r):
+        ours, base = seconds[s][candidate], seconds[s][baseline]
+        stages = ", ".join(f"{k} {mean(x['stages'].get(k, 0) for x in ours):.0f} s" for k in ours[0]["stages"])
+        return (f"{s}: **{r:.2f}×** ({mean(x['prune'] for x in ours):.0f} s vs "
+                f"{mean(x['prune'] for x in base):.0f} s; stages {stages or 'none'})")
+    return ", ".join(per_setting(s, r) for s, r in ratio.items())
+
 
 if __name__ == "__main__":
     p = PROTOCOL

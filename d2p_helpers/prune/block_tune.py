@@ -6,10 +6,9 @@ the pruned block fed the pruned model's inputs X reproduces the dense block's ou
     min_{W' : W' = 0 off the mask}  || f(X; W') - f_dense(X~) ||^2 / || f_dense(X~) ||^2.
 
 Steps use mini-batches of calibration windows; a slice of the windows is held out and the weights of the best
-held-out loss are kept (early stopping), so a step that only fits the training windows is undone. The
-training error before/after is reported on an evenly spaced sample of the training windows, as many as are
-held out. Zeros stay
-exact zeros: the mask is re-applied after every step (Adam's moments could otherwise move a zero)."""
+held-out loss are kept (early stopping), so a step that only fits the training windows is undone. Zeros stay
+exact zeros: the mask is re-applied after every step (Adam's moments could otherwise move a zero). The training
+error before/after is reported on an evenly spaced sample of the training windows, as many as are held out."""
 from __future__ import annotations
 
 import time
