@@ -10,12 +10,13 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .assets import AssetError, prepare_texts
+from .assets import AssetError, cache_dir, prepare_texts
 
 EMBEDDED_TEXTS = ("wiki", "news")
 HUB_TEXTS = ("wikitext2", "c4")
@@ -92,6 +93,7 @@ class TokenWindows:
     ids: torch.Tensor
     source: str
     total_tokens: int
+    notes: dict = field(default_factory=dict)     # how generated parts were made (self_windows)
 
     def describe(self) -> dict:
         return {"source": self.source, "windows": int(self.ids.shape[0]), "seqlen": int(self.ids.shape[1]),
@@ -188,6 +190,47 @@ def generated_windows(model, tokenizer, n: int, seqlen: int, seed: int) -> Token
     return TokenWindows(ids, SELF, int(ids.numel()))
 
 
+def model_fingerprint(model) -> str:
+    """A short hash of the weights (each parameter's name, shape, sum, sum of squares and first values): the
+    same model gives the same hash, a pruned or other model another. Cheap on any device, no full copy."""
+    h = hashlib.sha1()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            head = flat[:16].double().cpu().tolist()
+            h.update(f"{name}{tuple(p.shape)}{float(flat.double().sum())}{float(flat.double().square().sum())}"
+                     f"{head}".encode())
+    return h.hexdigest()[:16]
+
+
+def self_text_dir() -> Path:
+    """Where generated calibration text is kept: `<cache>/self_text/` (D2P_CACHE moves the cache)."""
+    return cache_dir() / "self_text"
+
+
+def self_windows(model, tokenizer, n: int, seqlen: int, seed: int) -> TokenWindows:
+    """`generated_windows`, kept on disk: generating is the dense model's job, the same for every sparsity and
+    method, so it runs once per (weights, count, length, seed, sampling settings, torch version) and later runs
+    read the very same ids back. `notes` says which happened and what generating cost."""
+    key_src = json.dumps({"model": model_fingerprint(model), "n": n, "seqlen": seqlen, "seed": seed,
+                          "sampling": SELF_SAMPLING, "torch": torch.__version__}, sort_keys=True)
+    key = hashlib.sha1(key_src.encode()).hexdigest()[:20]
+    path = self_text_dir() / f"{key}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        return TokenWindows(saved["ids"], SELF, int(saved["ids"].numel()),
+                            {"cache": "read", "key": key, "generate_seconds": float(saved["generate_seconds"])})
+    ts = time.perf_counter()
+    win = generated_windows(model, tokenizer, n, seqlen, seed)
+    secs = time.perf_counter() - ts
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"ids": win.ids, "generate_seconds": secs, "key_source": key_src}, tmp)
+    tmp.replace(path)          # atomic: two workers may write the same key
+    win.notes = {"cache": "written", "key": key, "generate_seconds": secs}
+    return win
+
+
 def mixed_calibration(tokenizer, spec: str, nsamples: int, seqlen: int, seed: int, model=None) -> TokenWindows:
     """Calibration windows from one text or a mixture (`news+self`): part i gives nsamples // k windows (the
     first nsamples % k parts one more), interleaved round-robin so every part spans the whole run."""
@@ -200,14 +243,15 @@ def mixed_calibration(tokenizer, spec: str, nsamples: int, seqlen: int, seed: in
         if part == SELF:
             if model is None:
                 raise DataError("self-generated calibration needs the model (prune() passes it)")
-            drawn.append(generated_windows(model, tokenizer, count, seqlen, seed + 1000 * i))
+            drawn.append(self_windows(model, tokenizer, count, seqlen, seed + 1000 * i))
         else:
             drawn.append(calibration_windows(tokenizer, part, count, seqlen, seed + 1000 * i))
     if len(drawn) == 1 and len(parts) == 1:
         return drawn[0]
     order = [w for j in range(max(counts)) for w in (d.ids[j] for d in drawn if j < d.ids.shape[0])]
     ids = torch.stack(order)
-    return TokenWindows(ids, spec, sum(d.total_tokens for d in drawn))
+    notes = {k: v for d in drawn for k, v in d.notes.items()}
+    return TokenWindows(ids, spec, sum(d.total_tokens for d in drawn), notes)
 
 
 def windows_fingerprint(ids: torch.Tensor) -> str:

@@ -81,12 +81,14 @@ OTHER_SETTINGS = (*PEERS, "sparsegpt@mix", "noqkv+dense+tune", "noqkv+dense+tune
 
 
 def plan() -> list[tuple[str, str, int]]:
-    """2:4 with its three seeds for the core comparison first, then seed 0 of the headline configs at 70% and
-    50%, then their seeds, then every config at those three settings, then peers and the candidates at the
-    other settings. Cut from the first plan (162 runs, about 150 core-hours here): the --sequential and scale
-    compositions at 60%, 80% and 4:8."""
+    """2:4 with its three seeds for the core comparison first; then, at 70% and then 50%, the seeded peers and
+    the candidate with all three seeds (so each lead setting reaches a verdict before the next starts); then the
+    rest of the headline configs at seed 0, the other seeds at 2:4, every config at the three lead settings, and
+    peers and the candidates at the other settings. Cut from the first plan (162 runs, about 150 core-hours
+    here): the --sequential and scale compositions at 60%, 80% and 4:8."""
     lead, rest = PRIORITY[:3], PRIORITY[3:]
     runs = [(label, "2:4", seed) for seed in (0, 1, 2) for label in CORE]
+    runs += [(label, s, seed) for s in lead[1:] for seed in (0, 1, 2) for label in SEEDED_PEERS]
     runs += [(label, s, 0) for s in lead[1:] for label in FIRST]
     runs += [(label, s, seed) for s in lead for seed in (1, 2) for label in SEEDED_PEERS]
     runs += [(label, s, 0) for s in lead for label in configs(s)]

@@ -32,7 +32,9 @@ def interleaved(dense, tok, jobs: dict, repeats: int) -> dict:
             rep = prune(copy.deepcopy(dense), tokenizer=tok, progress=False, **kwargs)
             out[key].append({"wall": time.perf_counter() - t0, "prune_seconds": rep.prune_seconds,
                              "forward_seconds": rep.forward_seconds, "floor_ratio": rep.floor_ratio,
-                             "stages": dict(rep.stage_seconds)})
+                             "stages": dict(rep.stage_seconds),
+                             **({"self_text": rep.calibration["self_generated"]}
+                                if "self_generated" in rep.calibration else {})})
             print(key, out[key][-1], flush=True)
     return out
 
@@ -46,7 +48,8 @@ def cost_against(spec, settings, baseline: str, candidate: str, repeats: int = 1
     jobs = {(s, label): {"method": (r := spec(label, s, 0)).method, **r.prune_kwargs()}
             for s in settings for label in (baseline, candidate)}
     timed = interleaved(dense, tok, jobs, repeats)
-    seconds = {s: {label: [{"wall": r["wall"], "prune": r["prune_seconds"], "stages": r["stages"]}
+    seconds = {s: {label: [{"wall": r["wall"], "prune": r["prune_seconds"], "stages": r["stages"],
+                            **({"self_text": r["self_text"]} if "self_text" in r else {})}
                            for r in timed[(s, label)]] for label in (baseline, candidate)} for s in settings}
     ratio = {s: statistics.mean(r["prune"] for r in v[candidate]) / statistics.mean(r["prune"] for r in v[baseline])
              for s, v in seconds.items()}
@@ -61,7 +64,19 @@ def cost_text(seconds: dict, ratio: dict, baseline: str, candidate: str) -> str:
         ours, base = seconds[s][candidate], seconds[s][baseline]
         stages = ", ".join(f"{k} {mean(x['stages'].get(k, 0) for x in ours):.0f} s" for k in ours[0]["stages"])
         return (f"{s}: **{r:.2f}×** ({mean(x['prune'] for x in ours):.0f} s vs "
-                f"{mean(x['prune'] for x in base):.0f} s; stages {stages or 'none'})")
+                f"{mean(x['prune'] for x in base):.0f} s; stages {stages or 'none'}{self_text(ours, base)})")
+
+    def self_text(ours, base):
+        """Generated calibration text is made once per model and seed: say whether this run made it."""
+        notes = [x["self_text"] for x in ours if "self_text" in x]
+        if not notes:
+            return ""
+        gen = notes[0]["generate_seconds"]
+        if all(n["cache"] == "written" for n in notes):
+            return f"; generating the self text took {gen:.0f} s of it"
+        with_gen = (mean(x["prune"] for x in ours) + gen) / mean(x["prune"] for x in base)
+        return (f"; the self text was read from the cache: generating it took {gen:.0f} s once per model and seed, "
+                f"{with_gen:.2f}× with it")
     return ", ".join(per_setting(s, r) for s, r in ratio.items())
 
 

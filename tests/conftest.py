@@ -12,6 +12,15 @@ from d2p_helpers.record import set_threads  # noqa: E402
 set_threads(1)   # one thread: the suite shares a 2-core machine; results must not depend on it
 
 
+@pytest.fixture(autouse=True)
+def _self_text_in_tmp(tmp_path_factory, monkeypatch):
+    """Generated calibration text goes to a fresh folder per test: no test reads another's text back, and the
+    user's cache stays as it was."""
+    from d2p_helpers import data
+    folder = tmp_path_factory.mktemp("self_text")
+    monkeypatch.setattr(data, "self_text_dir", lambda: folder)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from d2p_helpers.models import load_tokenizer

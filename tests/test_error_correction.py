@@ -177,6 +177,29 @@ def test_self_generated_calibration_is_deterministic_for_a_seed(tiny_llama):
     assert rep.calibration["self_generated"]["seed"] == 0 and len(rep.calibration["ids_sha1"]) == 16
 
 
+def test_self_text_is_generated_once_per_model_and_seed_then_read_back(tiny_llama):
+    from d2p_helpers import data
+    model, tok = tiny_llama
+    first = data.self_windows(model, tok, 3, 16, seed=5)
+    again = data.self_windows(model, tok, 3, 16, seed=5)
+    fresh = data.generated_windows(model, tok, 3, 16, seed=5)
+    assert first.notes["cache"] == "written" and again.notes["cache"] == "read"
+    assert torch.equal(first.ids, again.ids) and torch.equal(again.ids, fresh.ids)
+    assert again.notes["generate_seconds"] == first.notes["generate_seconds"] > 0
+    other = data.self_windows(model, tok, 3, 16, seed=6)
+    assert other.notes["cache"] == "written" and len(list(data.self_text_dir().glob("*.pt"))) == 2
+    pruned = copy.deepcopy(model)      # other weights: another key, never the dense model's text
+    prune(pruned, "magnitude", sparsity=0.5, progress=False)
+    assert data.model_fingerprint(pruned) != data.model_fingerprint(model)
+    assert data.self_windows(pruned, tok, 3, 16, seed=5).notes["cache"] == "written"
+    rep = prune(copy.deepcopy(model), "wanda", sparsity=0.5, nsamples=4, seqlen=16, calib="news+self",
+                tokenizer=tok, progress=False)
+    assert rep.calibration["self_generated"]["cache"] == "written"
+    rep = prune(copy.deepcopy(model), "wanda", sparsity=0.5, nsamples=4, seqlen=16, calib="news+self",
+                tokenizer=tok, progress=False)
+    assert rep.calibration["self_generated"]["cache"] == "read"
+
+
 def test_correct_scale_never_touches_a_zero_and_matches_the_dense_energy():
     from d2p_helpers.prune.reconstruct import scale_rows
     W0, X, Xd = _random_stream(3)

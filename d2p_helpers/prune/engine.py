@@ -150,7 +150,7 @@ def calibration_samples(tokenizer, cfg: PruneConfig, model=None):
     info = {**win.describe(), "ids_sha1": windows_fingerprint(win.ids)}
     if SELF in calib_parts(cfg.calib):
         info["self_generated"] = {**SELF_SAMPLING, "seed": cfg.seed, "model": getattr(model, "d2p_source", None),
-                                  "text_sample": tokenizer.decode(win.ids[0][:48])}
+                                  "text_sample": tokenizer.decode(win.ids[0][:48]), **win.notes}
     return [{"input_ids": w[None]} for w in win.ids], info
 
 
@@ -198,7 +198,9 @@ def run_pruning(model, cfg: PruneConfig, tokenizer=None, samples=None, calib_inf
     if not METHODS_BY_NAME[cfg.method].uses_data and cfg.track_error != "yes":
         return _prune_without_data(model, cfg, adapter, blocks, report, t_start)
     if samples is None:
+        ts = time.perf_counter()
         samples, calib_info = calibration_samples(tokenizer, cfg, model)
+        calib_info["seconds"] = time.perf_counter() - ts       # tokenising, or generating the self text
     report.calibration = calib_info or {"samples": len(samples)}
     device = torch.device(cfg.device) if cfg.device else home
     inputs = _capture(model, blocks, samples, device, cfg.batch_size)
