@@ -196,10 +196,9 @@ def model_fingerprint(model) -> str:
     h = hashlib.sha1()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            flat = p.detach().reshape(-1)
-            head = flat[:16].double().cpu().tolist()
-            h.update(f"{name}{tuple(p.shape)}{float(flat.double().sum())}{float(flat.double().square().sum())}"
-                     f"{head}".encode())
+            flat = p.detach().reshape(-1).double()
+            h.update(f"{name}{tuple(p.shape)}{float(flat.sum())}{float(flat.square().sum())}"
+                     f"{flat[:16].cpu().tolist()}".encode())
     return h.hexdigest()[:16]
 
 
@@ -223,10 +222,9 @@ def self_windows(model, tokenizer, n: int, seqlen: int, seed: int) -> TokenWindo
     ts = time.perf_counter()
     win = generated_windows(model, tokenizer, n, seqlen, seed)
     secs = time.perf_counter() - ts
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"ids": win.ids, "generate_seconds": secs, "key_source": key_src}, tmp)
-    tmp.replace(path)          # atomic: two workers may write the same key
+    from .record import replace_file
+    with replace_file(path) as tmp:         # atomic: two workers may write the same key
+        torch.save({"ids": win.ids, "generate_seconds": secs, "key_source": key_src}, tmp)
     win.notes = {"cache": "written", "key": key, "generate_seconds": secs}
     return win
 

@@ -33,8 +33,7 @@ def interleaved(dense, tok, jobs: dict, repeats: int) -> dict:
             out[key].append({"wall": time.perf_counter() - t0, "prune_seconds": rep.prune_seconds,
                              "forward_seconds": rep.forward_seconds, "floor_ratio": rep.floor_ratio,
                              "stages": dict(rep.stage_seconds),
-                             **({"self_text": rep.calibration["self_generated"]}
-                                if "self_generated" in rep.calibration else {})})
+                             "self_text": rep.calibration.get("self_generated")})
             print(key, out[key][-1], flush=True)
     return out
 
@@ -49,7 +48,7 @@ def cost_against(spec, settings, baseline: str, candidate: str, repeats: int = 1
             for s in settings for label in (baseline, candidate)}
     timed = interleaved(dense, tok, jobs, repeats)
     seconds = {s: {label: [{"wall": r["wall"], "prune": r["prune_seconds"], "stages": r["stages"],
-                            **({"self_text": r["self_text"]} if "self_text" in r else {})}
+                            "self_text": r["self_text"]}
                            for r in timed[(s, label)]] for label in (baseline, candidate)} for s in settings}
     ratio = {s: statistics.mean(r["prune"] for r in v[candidate]) / statistics.mean(r["prune"] for r in v[baseline])
              for s, v in seconds.items()}
@@ -68,7 +67,7 @@ def cost_text(seconds: dict, ratio: dict, baseline: str, candidate: str) -> str:
 
     def self_text(ours, base):
         """Generated calibration text is made once per model and seed: say whether this run made it."""
-        notes = [x["self_text"] for x in ours if "self_text" in x]
+        notes = [x["self_text"] for x in ours if x.get("self_text")]     # older records have no such key
         if not notes:
             return ""
         gen = notes[0]["generate_seconds"]
